@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+, Node 20+ with npm):
+#   make run   — the seven runbooks end to end (embedded default where there is no GB10)
+#   make test  — the whole test suite, nbval over the runbooks included
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+# Everything sparkkit writes stays in this checkout unless you say otherwise.
+export SPARKKIT_HOME       ?= $(CURDIR)/.sparkkit
+export SPARKKIT_RUNS       ?= $(CURDIR)/runs
+export SPARKKIT_CLAUDE_DIR ?= $(CURDIR)/.sparkkit/claude-code
+
+.PHONY: run test setup setup-dev stop clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install only when the dependencies change.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+setup: $(VENV)/.installed-run
+	$(BIN)/sparkkit install-cli
+
+setup-dev: $(VENV)/.installed-dev
+	$(BIN)/sparkkit install-cli
+
+run: setup
+	$(BIN)/sparkkit run
+
+test: setup-dev
+	$(BIN)/python -m pytest
+
+stop:
+	$(BIN)/sparkkit stop
+
+clean:
+	-$(BIN)/sparkkit stop
+	rm -rf $(VENV) .sparkkit runs
