@@ -1,0 +1,167 @@
+"""Where sparkkit keeps things, and the records every runbook leaves.
+
+Layout (all under ``SPARKKIT_HOME``, default ``~/.sparkkit``):
+
+- ``state.json`` — the small hand-off file between runbooks: what 01 found, what 02 planned,
+  where 03 put the model, which runtime 04 made ready, which server 05 started. Each runbook
+  reads what it needs and writes its own section, so any runbook also runs alone.
+  Written with mode 0600 (it may hold the server's API key); never printed whole.
+- ``runs/<run-id>/`` (or ``SPARKKIT_RUNS``) — one directory per run: each executed notebook and,
+  next to it, ``NN-name.json``, its machine-readable record (schema ``sparkkit.record/1``).
+
+A record is ``{"schema", "step", "verdict": pass|warn|fail, "headline", "finished_at", "results"}``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SparkkitError
+
+RECORD_SCHEMA = "sparkkit.record/1"
+STATE_SCHEMA = "sparkkit.state/1"
+VERDICTS = ("pass", "warn", "fail")
+
+# Keys whose values never reach a record, a table or a log line.
+_SECRET_KEY = re.compile(r"(token|api_key|apikey|secret|password|serial)", re.I)
+
+
+class StepFailed(SparkkitError):
+    """A runbook's verdict was `fail`; its record was written before this was raised."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("SPARKKIT_HOME") or Path.home() / ".sparkkit").expanduser()
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("SPARKKIT_RUNS") or home() / "runs").expanduser()
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def redact(obj: Any) -> Any:
+    """A copy of `obj` with every secret-looking key's value replaced by '***'."""
+    if isinstance(obj, dict):
+        return {k: ("***" if _SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def _write_json(path: Path, data: Any, mode: int = 0o644) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- state file
+def state_path() -> Path:
+    return home() / "state.json"
+
+
+def load_state() -> dict[str, Any]:
+    p = state_path()
+    if not p.exists():
+        return {"schema": STATE_SCHEMA}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SparkkitError(f"{p} is not readable JSON ({e}); move it aside and re-run 01-preflight") from e
+    return data if isinstance(data, dict) else {"schema": STATE_SCHEMA}
+
+
+def update_state(section: str, value: Any) -> dict[str, Any]:
+    """Replace one section of the state file (None removes it) and return the new state."""
+    state = load_state()
+    if value is None:
+        state.pop(section, None)
+    else:
+        state[section] = value
+    state["schema"] = STATE_SCHEMA
+    _write_json(state_path(), state, mode=0o600)
+    return state
+
+
+# ----------------------------------------------------------------------------- run records
+def run_dir(requested: str = "") -> Path:
+    """The run directory a runbook writes into.
+
+    `requested` (the runbooks' `run_dir` parameter) wins; else the current run named in the
+    state file; else a new ``runs/<UTC timestamp>``. The choice is remembered as the current run.
+    """
+    if requested:
+        path = Path(requested).expanduser()
+    else:
+        current = load_state().get("run_dir")
+        path = Path(current) if current else runs_root() / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    if load_state().get("run_dir") != str(path):
+        update_state("run_dir", str(path))
+    return path
+
+
+@dataclass
+class Verdict:
+    """What a runbook concluded; renders as one line in the notebook, lives on as JSON."""
+
+    step: str
+    verdict: str
+    headline: str
+    record_path: Path
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def _repr_markdown_(self) -> str:
+        icon = {"pass": "✅", "warn": "⚠️", "fail": "❌"}[self.verdict]
+        return f"### {icon} {self.step}: {self.verdict.upper()} — {self.headline}\n\nRecord: `{self.record_path}`"
+
+    def __repr__(self) -> str:
+        return f"{self.step}: {self.verdict.upper()} — {self.headline} (record: {self.record_path})"
+
+
+def finish(step: str, verdict: str, headline: str, results: dict[str, Any], run_directory: Path) -> Verdict:
+    """Write ``<run_dir>/<step>.json`` and return the verdict; raise StepFailed on `fail`.
+
+    Secrets are redacted before anything is written.
+    """
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    path = Path(run_directory) / f"{step}.json"
+    _write_json(path, {"schema": RECORD_SCHEMA, "step": step, "verdict": verdict, "headline": headline,
+                       "finished_at": now(), "results": redact(results)})
+    v = Verdict(step, verdict, headline, path, results)
+    if verdict == "fail":
+        raise StepFailed(repr(v))
+    return v
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("schema") != RECORD_SCHEMA:
+        raise SparkkitError(f"{path}: not a sparkkit record (schema {data.get('schema')!r})")
+    return data
+
+
+PROBE_TEXT = "sparkkit probe file: if you can read this, the tool round trip works.\n"
+
+
+def probe_file() -> Path:
+    """A small file agents are asked to Read in 06 and 07 (created on first use)."""
+    path = home() / "workspace" / "hello.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(PROBE_TEXT, encoding="utf-8")
+    return path

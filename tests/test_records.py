@@ -1,0 +1,50 @@
+import json
+import os
+import stat
+
+import pytest
+
+from sparkkit import records
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPARKKIT_RUNS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def test_state_sections_are_written_private_and_replaceable():
+    records.update_state("server", {"pid": 1})
+    records.update_state("plan", {"context": 4096})
+    records.update_state("server", None)
+    state = records.load_state()
+    assert state == {"schema": records.STATE_SCHEMA, "plan": {"context": 4096}}
+    assert stat.S_IMODE(os.stat(records.state_path()).st_mode) == 0o600
+
+
+def test_run_dir_is_remembered_and_an_explicit_one_wins(tmp_path):
+    first = records.run_dir()
+    assert first.parent == tmp_path / "runs" and records.run_dir() == first
+    explicit = records.run_dir(str(tmp_path / "mine"))
+    assert explicit == (tmp_path / "mine").resolve() and records.run_dir() == explicit
+
+
+def test_finish_writes_a_redacted_record_and_raises_on_fail(tmp_path):
+    run = records.run_dir()
+    v = records.finish("05-serve", "pass", "ok", {"api_key": "sk-123", "nested": {"HF_TOKEN": "hf_x"}, "n": 1}, run)
+    data = json.loads(v.record_path.read_text())
+    assert data["schema"] == "sparkkit.record/1" and data["verdict"] == "pass"
+    assert data["results"] == {"api_key": "***", "nested": {"HF_TOKEN": "***"}, "n": 1}
+    assert "sk-123" not in v.record_path.read_text()
+    with pytest.raises(records.StepFailed, match="06-verify: FAIL"):
+        records.finish("06-verify", "fail", "broken", {}, run)
+    assert json.loads((run / "06-verify.json").read_text())["verdict"] == "fail"
+
+
+def test_corrupt_state_file_is_reported_not_overwritten():
+    records.state_path().parent.mkdir(parents=True)
+    records.state_path().write_text("{not json")
+    with pytest.raises(records.SparkkitError, match="not readable JSON"):
+        records.update_state("x", 1)
+    assert records.state_path().read_text() == "{not json"
