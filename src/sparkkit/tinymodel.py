@@ -1,0 +1,475 @@
+"""A tiny synthetic gpt-oss GGUF that the real llama.cpp loads and answers with valid harmony.
+
+Runbook 03's "embedded" model for hosts without a GB10 (CI, laptops): every later step runs real
+llama.cpp code paths against it in seconds. Port of make_tiny_gptoss.py (research/embedded-engine.md,
+Appendix A); the same spec gives a byte-identical file. Structure mirrors gpt-oss-20b/120b (MoE with
+MXFP4 experts and biases, attention sinks, SWA/full alternation, YaRN, o200k_harmony special tokens);
+the harmony template's "<|channel|>" makes llama.cpp pick its GPT-OSS chat handler.
+
+mode "scripted": weights are random except for a one-hot "script position" path through the residual
+stream, so greedy and sampled decoding alike (runner-up logprob ~ -38 at T=1) emit
+`<|channel|>analysis<|message|>REPLY_REASONING<|end|><|start|>assistant<|channel|>final<|message|>
+REPLY_TEXT<|return|>`. After REPLY_TEXT the runner-up loops back to its first word (`ignore_eos` runs
+to max_tokens); `endless` makes that loop first choice. With `tool_name`, a prompt that declares tools
+and holds no tool result yet gets `<|start|>assistant to=functions.NAME<|channel|>commentary json
+<|message|>ARGS<|call|>` instead. mode "random": garbage, which llama.cpp's gpt-oss parser rejects
+(HTTP 500) on chat/messages endpoints; only /completion and the tokenizer/template endpoints work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+
+from .errors import ParameterError, check_choice, check_int
+
+# Compact harmony template (published gpt-oss "harmony" format: system header, developer
+# instructions + "functions" namespace, analysis/final channels, tool calls and tool results).
+HARMONY_TEMPLATE = r"""
+{%- if reasoning_effort is not defined %}{%- set reasoning_effort = "medium" %}{%- endif %}
+{{- "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n\nReasoning: " + reasoning_effort + "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message." }}
+{%- if tools %}{{- "\nCalls to these tools must go to the commentary channel: 'functions'." }}{%- endif %}
+{{- "<|end|>" }}
+{%- if messages and (messages[0].role == "system" or messages[0].role == "developer") %}
+  {%- set developer_message = messages[0].content %}{%- set loop_messages = messages[1:] %}
+{%- else %}
+  {%- set developer_message = "" %}{%- set loop_messages = messages %}
+{%- endif %}
+{%- if developer_message or tools %}
+  {{- "<|start|>developer<|message|>" }}
+  {%- if developer_message %}{{- "# Instructions\n\n" + developer_message + "\n\n" }}{%- endif %}
+  {%- if tools %}
+    {{- "# Tools\n\n## functions\n\nnamespace functions {\n\n" }}
+    {%- for tool in tools %}
+      {%- set fn = tool.function if tool.function is defined else tool %}
+      {{- "// " + (fn.description or "") + "\ntype " + fn.name + " = (_: " + (fn.parameters | tojson) + ") => any;\n\n" }}
+    {%- endfor %}
+    {{- "} // namespace functions" }}
+  {%- endif %}
+  {{- "<|end|>" }}
+{%- endif %}
+{%- set last_tool = namespace(name=none) %}
+{%- for message in loop_messages %}
+  {%- if message.role == "user" %}
+    {{- "<|start|>user<|message|>" + message.content + "<|end|>" }}
+  {%- elif message.role == "assistant" %}
+    {%- if message.tool_calls %}
+      {%- set tc = message.tool_calls[0].function if message.tool_calls[0].function is defined else message.tool_calls[0] %}
+      {%- if message.thinking %}{{- "<|start|>assistant<|channel|>analysis<|message|>" + message.thinking + "<|end|>" }}{%- endif %}
+      {%- set args = tc.arguments if tc.arguments is string else (tc.arguments | tojson) %}
+      {{- "<|start|>assistant to=functions." + tc.name + "<|channel|>commentary json<|message|>" + args + "<|call|>" }}
+      {%- set last_tool.name = tc.name %}
+    {%- else %}
+      {{- "<|start|>assistant<|channel|>final<|message|>" + (message.content or "") + "<|end|>" }}
+    {%- endif %}
+  {%- elif message.role == "tool" %}
+    {{- "<|start|>functions." + (last_tool.name or "unknown") + " to=assistant<|channel|>commentary<|message|>" + (message.content | tojson) + "<|end|>" }}
+  {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- "<|start|>assistant" }}{%- endif %}
+""".strip()
+
+# o200k_harmony special tokens that matter for the harmony format (CONTROL tokens).
+SPECIAL_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>",
+                  "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|call|>"]
+
+# Whole words built from byte tokens by prefix merges, so harmony header words and the tool
+# markers tokenize to single tokens as in o200k. Order matters (merge rank).
+WORDS = ["=assistant", "assistant", "functions", "analysis", "final", "commentary", "json",
+         "user", "system", "developer", "Ġto"]
+
+# The scripted reply: multi-character NORMAL tokens that no merge leads to, so prompts never contain
+# them and each one marks a unique position in the chain. The server parses text, so
+# "<|end|><|start|>..." as one NORMAL token reads exactly like the real special tokens.
+SCRIPT_ANALYSIS_OPEN = "<|channel|>analysis<|message|>"
+SCRIPT_REASONING = ["The", " user", " wants", " a", " reply."]
+SCRIPT_FINAL_OPEN = "<|end|><|start|>assistant<|channel|>final<|message|>"
+SCRIPT_CONTENT = ["Hello!", " This", " is", " tiny-gpt-oss", " speaking."]
+
+REPLY_REASONING = "The user wants a reply."
+REPLY_TEXT = "Hello! This is tiny-gpt-oss speaking."
+assert "".join(SCRIPT_REASONING) == REPLY_REASONING and "".join(SCRIPT_CONTENT) == REPLY_TEXT
+
+MODES = ("scripted", "random")
+EXPERT_TYPES = ("mxfp4", "f16", "f32")
+MAG = 16.0          # magnitude of the script/prompt/marker dims in the embeddings
+N_NOISE_MIN = 8     # dims left for the random "real" computation in scripted mode
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # OpenAI function-name rule
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shapes and behaviour of the tiny model; the defaults give the 208 KiB test model."""
+    n_embd: int = 64
+    n_layer: int = 2           # even layers: sliding-window attention, odd layers: full attention
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 16
+    n_expert: int = 4
+    n_expert_used: int = 2
+    n_ff_exp: int = 64
+    sliding_window: int = 128
+    context_length: int = 131072
+    expert_type: str = "mxfp4"     # mxfp4 | f16 | f32
+    mode: str = "scripted"         # scripted | random
+    tool_name: str | None = None   # scripted: call this tool when tools are declared, no result yet
+    tool_args: str = "{}"          # JSON object text: the arguments of that call, verbatim
+    endless: bool = False          # scripted: loop the reply forever instead of <|return|>
+    seed: int = 0
+    name: str = "tiny-gpt-oss (synthetic weights, for tests)"
+    chat_template: str | None = None   # Jinja text to embed instead of HARMONY_TEMPLATE
+
+
+@dataclass(frozen=True)
+class GeneratedModel:
+    path: Path
+    size_bytes: int
+    n_vocab: int
+    seconds: float
+    spec: TinySpec
+
+
+@dataclass(frozen=True)
+class Vocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    index: dict[str, int]
+    script_ids: list[int]      # token id of each script entry, in chain order
+
+
+class Layout(NamedTuple):
+    """Residual-stream dims in scripted mode."""
+    k: int            # [0, k): one-hot "position in the script"
+    prompt: int       # "any prompt token"
+    mark_tools: int   # set by the token "functions" (tools declared)
+    mark_result: int  # set by the token "=assistant" (a tool result exists)
+    flag_tools: int   # context averages of the two markers, read by the LM head
+    flag_result: int
+    noise0: int       # [noise0, n_embd): random "real" computation
+
+    @classmethod
+    def of(cls, k: int) -> Layout:
+        return cls(k, *range(k, k + 6))
+
+
+# ---------------------------------------------------------------------------------- validation
+
+def script_chain(spec: TinySpec) -> list[str]:
+    """The scripted reply as vocab entries, in order (empty in random mode)."""
+    if spec.mode != "scripted":
+        return []
+    chain = [SCRIPT_ANALYSIS_OPEN, *SCRIPT_REASONING, SCRIPT_FINAL_OPEN, *SCRIPT_CONTENT]
+    if spec.tool_name:
+        chain += [f"<|end|><|start|>assistant to=functions.{spec.tool_name}<|channel|>commentary json<|message|>",
+                  spec.tool_args]
+    return chain
+
+
+def validate(spec: TinySpec) -> None:
+    """Raise ParameterError (a ValueError) naming the first field we cannot build from, and why."""
+    check_choice("mode", spec.mode, MODES)
+    check_choice("expert_type", spec.expert_type, EXPERT_TYPES)
+    for field in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_expert", "n_ff_exp", "sliding_window",
+                  "context_length"):
+        check_int(field, getattr(spec, field), 1)
+    if check_int("head_dim", spec.head_dim, 2) % 2:   # RoPE rotates pairs of dims
+        raise ParameterError("head_dim", spec.head_dim, "an even integer >= 2")
+    check_int("n_expert_used", spec.n_expert_used, 1, spec.n_expert)
+    check_int("seed", spec.seed, 0)
+    if spec.n_head % spec.n_head_kv:   # grouped-query attention: each kv head serves as many q heads
+        raise ParameterError("n_head", spec.n_head, f"a multiple of n_head_kv ({spec.n_head_kv})")
+    for field in ("n_embd", "n_ff_exp") if spec.expert_type == "mxfp4" else ():   # 32 values per block
+        if getattr(spec, field) % 32:
+            raise ParameterError(field, getattr(spec, field), "a multiple of 32 for mxfp4 experts "
+                                 "(or expert_type 'f16'/'f32')")
+    if not isinstance(spec.name, str) or not spec.name:
+        raise ParameterError("name", spec.name, "a non-empty string")
+    if spec.chat_template is not None and (not isinstance(spec.chat_template, str) or not spec.chat_template.strip()):
+        raise ParameterError("chat_template", spec.chat_template, "None (built-in harmony) or non-empty Jinja text")
+    if spec.mode != "scripted" and spec.endless:
+        raise ParameterError("endless", spec.endless, "False unless mode is 'scripted'")
+    if spec.tool_name is not None:
+        _validate_tool(spec)
+    elif spec.tool_args != "{}":
+        raise ParameterError("tool_args", spec.tool_args, "'{}' unless tool_name is set")
+    n_script = len(script_chain(spec))
+    if n_script and spec.n_embd < Layout.of(n_script).noise0 + N_NOISE_MIN:
+        raise ParameterError("n_embd", spec.n_embd, f">= {Layout.of(n_script).noise0 + N_NOISE_MIN} (too small for "
+                             f"the script: {n_script} script dims + 5 marker dims + {N_NOISE_MIN} noise dims)")
+
+
+def _validate_tool(spec: TinySpec) -> None:
+    if spec.mode != "scripted":
+        raise ParameterError("tool_name", spec.tool_name, "None unless mode is 'scripted'")
+    if not isinstance(spec.tool_name, str) or not _TOOL_NAME.fullmatch(spec.tool_name):
+        raise ParameterError("tool_name", spec.tool_name, "None or 1-64 characters of A-Z a-z 0-9 _ -")
+    try:
+        args = json.loads(spec.tool_args) if isinstance(spec.tool_args, str) else None
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        raise ParameterError("tool_args", spec.tool_args, 'JSON object text, e.g. \'{"city": "Paris"}\'')
+    if spec.n_layer % 2:   # the flag head must sit in a full-attention layer, and odd layers are those
+        raise ParameterError("n_layer", spec.n_layer, "an even number (tool_name needs an even n_layer: "
+                             "the last layer must use full attention)")
+
+
+# ---------------------------------------------------------------------------------- vocab
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 byte -> printable unicode char mapping (what byte-level BPE vocabs store)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+B2U = _bytes_to_unicode()
+
+
+def byte_encode(text: str) -> str:
+    """NORMAL token texts must be byte-level encoded (space = "Ġ") or detokenisation throws."""
+    return "".join(B2U[b] for b in text.encode("utf-8"))
+
+
+def build_vocab(chain: list[str]) -> Vocab:
+    """256 byte tokens, prefix merges for WORDS, the special tokens, then the script entries."""
+    tokens: list[str] = [B2U[b] for b in range(256)]
+    types: list[int] = [gguf.TokenType.NORMAL] * 256
+    merges: list[str] = []
+    index = {t: i for i, t in enumerate(tokens)}
+
+    def add(text: str, kind: int) -> int:
+        index[text] = len(tokens)
+        tokens.append(text)
+        types.append(kind)
+        return index[text]
+
+    for w in WORDS:
+        for i in range(2, len(w) + 1):
+            if w[:i] not in index:
+                merges.append(f"{w[:i-1]} {w[i-1]}")
+                add(w[:i], gguf.TokenType.NORMAL)
+    for s in SPECIAL_TOKENS:
+        add(s, gguf.TokenType.CONTROL)
+    script_ids = []
+    for text in chain:
+        e = byte_encode(text)
+        if e in index:   # duplicate token texts abort llama.cpp's load (id_to_token/token_to_id sizes)
+            raise ParameterError("tool_args", text, "text that is not already a vocab entry")
+        script_ids.append(add(e, gguf.TokenType.NORMAL))
+    return Vocab(tokens, types, merges, index, script_ids)
+
+
+# ---------------------------------------------------------------------------------- weights
+
+def _rnd(rng: np.random.Generator, *shape: int, scale: float = 0.02) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+# NB: numpy shape = reversed ggml ne, e.g. ggml {n_embd, n_vocab} == numpy (n_vocab, n_embd).
+def embeddings_and_head(spec: TinySpec, vocab: Vocab, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """token_embd and output (LM head). Scripted: embeddings put 16 on a token's script dim (or the
+    "prompt" dim), and LM-head row next(t) reads dim(t), so the chain is a bigram lookup."""
+    E, n_vocab = spec.n_embd, len(vocab.tokens)
+    if spec.mode != "scripted":
+        emb = _rnd(rng, n_vocab, E, scale=1.0)
+        return emb, _rnd(rng, n_vocab, E)
+    ids, index, lay = vocab.script_ids, vocab.index, Layout.of(len(vocab.script_ids))
+    K = lay.k
+    emb = np.zeros((n_vocab, E), np.float32)
+    emb[:, lay.noise0:] = _rnd(rng, n_vocab, E - lay.noise0, scale=0.02)
+    is_script = np.zeros(n_vocab, bool)
+    is_script[ids] = True
+    emb[~is_script, lay.prompt] = MAG
+    for pos, tid in enumerate(ids):
+        emb[tid, pos] = MAG
+
+    lm = np.zeros((n_vocab, E), np.float32)
+    alpha = 40.0 / np.sqrt(E)                  # x ~ sqrt(n_embd) after RMSNorm -> ~40 logits margin
+    nxt = {lay.prompt: ids[0]}                 # any prompt token -> "<|channel|>analysis<|message|>"
+    for pos in range(K - 1):
+        nxt[pos] = ids[pos + 1]
+    n_reason = len(SCRIPT_REASONING)
+    last_content = 1 + n_reason + len(SCRIPT_CONTENT)   # chain index of the last content word
+    for d, tid in nxt.items():
+        if d not in (last_content, K - 1):     # those two are wired below
+            lm[tid, d] = alpha
+    first_content = ids[n_reason + 2]
+    if spec.endless:    # never stops by itself: finish_reason "length" / stop_reason "max_tokens"
+        lm[first_content, last_content] = alpha
+    else:               # <|return|> (EOG); runner-up loops to the first content word for ignore_eos
+        lm[index["<|return|>"], last_content] = alpha
+        lm[first_content, last_content] = alpha / 2
+    if spec.tool_name:
+        # args -> <|call|> (EOG). After the reasoning, call iff the prompt has "functions" tokens and
+        # no "=assistant" token; the flags are only non-zero at the last reasoning position.
+        lm[index["<|call|>"], K - 1] = alpha
+        lm[ids[K - 2], lay.flag_tools] = 3000.0
+        lm[ids[K - 2], lay.flag_result] = -60000.0
+        emb[index["functions"], lay.mark_tools] = MAG
+        emb[index["=assistant"], lay.mark_result] = MAG
+    lm[:, lay.noise0:] = 0.0                   # the random computation never reaches the logits
+    return emb, lm
+
+
+def block_weights(spec: TinySpec, layer: int, k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One transformer block, random with ~unit-variance activations (draw order fixed for seeds);
+    in scripted mode the outputs never write the reserved dims, so the script passes untouched."""
+    E, H, HKV, D, X, FF = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_expert, spec.n_ff_exp
+    se, sa, sf = 1 / np.sqrt(E), 0.5 / np.sqrt(H * D), 0.5 / np.sqrt(FF)
+    t: dict[str, np.ndarray] = {}
+    t["attn_q.weight"], t["attn_q.bias"] = _rnd(rng, H * D, E, scale=se), _rnd(rng, H * D)
+    t["attn_k.weight"], t["attn_k.bias"] = _rnd(rng, HKV * D, E, scale=se), _rnd(rng, HKV * D)
+    t["attn_v.weight"], t["attn_v.bias"] = _rnd(rng, HKV * D, E, scale=se), _rnd(rng, HKV * D)
+    t["attn_output.weight"], t["attn_output.bias"] = _rnd(rng, E, H * D, scale=sa), _rnd(rng, E)
+    t["attn_sinks.weight"] = _rnd(rng, H, scale=1.0)
+    t["ffn_gate_inp.weight"], t["ffn_gate_inp.bias"] = _rnd(rng, X, E, scale=se), _rnd(rng, X)
+    t["ffn_gate_exps.weight"] = _rnd(rng, X, FF, E, scale=se)
+    t["ffn_up_exps.weight"] = _rnd(rng, X, FF, E, scale=se)
+    t["ffn_down_exps.weight"] = _rnd(rng, X, E, FF, scale=sf)
+    t["ffn_gate_exps.bias"], t["ffn_up_exps.bias"], t["ffn_down_exps.bias"] = (
+        _rnd(rng, X, FF), _rnd(rng, X, FF), _rnd(rng, X, E))
+    if spec.mode == "scripted":
+        reserved = slice(0, Layout.of(k).noise0)
+        t["attn_output.weight"][reserved, :] = 0.0
+        t["attn_output.bias"][reserved] = 0.0
+        t["ffn_down_exps.weight"][:, reserved, :] = 0.0
+        t["ffn_down_exps.bias"][:, reserved] = 0.0
+        if spec.tool_name and layer == spec.n_layer - 1:
+            _wire_flag_head(spec, Layout.of(k), t)
+    return t
+
+
+def _wire_flag_head(spec: TinySpec, lay: Layout, t: dict[str, np.ndarray]) -> None:
+    """Last layer (odd -> full attention), head 0: its query is large only at the last reasoning
+    token (lowest-frequency RoPE pair, so scores barely depend on position) against a constant key
+    -> uniform attention over the whole context; elsewhere the sink (+30) takes all attention.
+    V channels 0/1 read the marker dims; W_o writes their averages into the flag dims."""
+    E, H, HKV, D = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim
+    wq, bq, wk, bk = t["attn_q.weight"], t["attn_q.bias"], t["attn_k.weight"], t["attn_k.bias"]
+    wv, bv, wo = t["attn_v.weight"], t["attn_v.bias"], t["attn_output.weight"]
+    last_reason = len(SCRIPT_REASONING)        # chain index of the last reasoning token
+    lo = D // 2 - 1
+    wq[0:D, :] = 0.0
+    bq[0:D] = 0.0
+    wq[lo, last_reason] = 8.0 / np.sqrt(E)     # q ~ 8 at the last reasoning token
+    wk[0:D, :] = 0.0
+    bk[0:D] = 0.0
+    bk[lo] = 32.0
+    t["attn_sinks.weight"][0] = 30.0
+    wv[0:2, :] = 0.0
+    bv[0:2] = 0.0
+    wv[0, lay.mark_tools] = 1.0
+    wv[1, lay.mark_result] = 1.0
+    for h in range(H // HKV):                  # heads sharing kv-head 0 must not leak channels 0/1
+        wo[:, h * D:h * D + 2] = 0.0
+    wo[lay.flag_tools, 0] = 80.0
+    wo[lay.flag_result, 1] = 80.0
+
+
+# ---------------------------------------------------------------------------------- file
+
+def _add_metadata(w: gguf.GGUFWriter, spec: TinySpec, vocab: Vocab) -> None:
+    w.add_name(spec.name)
+    w.add_block_count(spec.n_layer)
+    w.add_context_length(spec.context_length)
+    w.add_embedding_length(spec.n_embd)
+    w.add_feed_forward_length(spec.n_ff_exp)
+    w.add_head_count(spec.n_head)
+    w.add_head_count_kv(spec.n_head_kv)
+    w.add_key_length(spec.head_dim)
+    w.add_value_length(spec.head_dim)
+    w.add_rope_freq_base(150000.0)             # gpt-oss: YaRN x32 over a 4096 original context
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(32.0)
+    w.add_rope_scaling_orig_ctx_len(4096)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_expert_count(spec.n_expert)
+    w.add_expert_used_count(spec.n_expert_used)
+    w.add_expert_feed_forward_length(spec.n_ff_exp)   # required by the loader
+    w.add_sliding_window(spec.sliding_window)         # required; even layers use it
+    ftype = gguf.LlamaFileType
+    w.add_file_type(ftype.MOSTLY_MXFP4_MOE if spec.expert_type == "mxfp4" else ftype.MOSTLY_F16)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-4o")
+    w.add_token_list(vocab.tokens)
+    w.add_token_types(vocab.types)
+    w.add_token_merges(vocab.merges)                  # mandatory for the "gpt2" model, even if tiny
+    w.add_bos_token_id(vocab.index["<|startoftext|>"])
+    w.add_eos_token_id(vocab.index["<|return|>"])
+    w.add_pad_token_id(vocab.index["<|endoftext|>"])
+    w.add_add_bos_token(False)
+    w.add_chat_template(spec.chat_template if spec.chat_template is not None else HARMONY_TEMPLATE)
+
+
+def _add_tensors(w: gguf.GGUFWriter, spec: TinySpec, vocab: Vocab) -> None:
+    rng = np.random.default_rng(spec.seed)
+    emb, lm = embeddings_and_head(spec, vocab, rng)
+    w.add_tensor("token_embd.weight", emb.astype(np.float16))
+    w.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+    w.add_tensor("output.weight", lm.astype(np.float16))
+    ones = np.ones(spec.n_embd, dtype=np.float32)
+    for il in range(spec.n_layer):
+        t = block_weights(spec, il, len(vocab.script_ids), rng)
+        p = f"blk.{il}."
+        # Same tensor order as the reference generator (keeps files byte-identical).
+        w.add_tensor(p + "attn_norm.weight", ones)
+        w.add_tensor(p + "post_attention_norm.weight", ones)
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", t[name + ".weight"].astype(np.float16))
+            w.add_tensor(p + name + ".bias", t[name + ".bias"])
+        for name in ("attn_sinks.weight", "ffn_gate_inp.weight", "ffn_gate_inp.bias"):
+            w.add_tensor(p + name, t[name])
+        for name in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            x = t[name + ".weight"]
+            if spec.expert_type == "mxfp4":
+                w.add_tensor(p + name + ".weight", gguf.quants.quantize(x, QT.MXFP4), raw_dtype=QT.MXFP4)
+            else:
+                w.add_tensor(p + name + ".weight", x.astype(np.float16) if spec.expert_type == "f16" else x)
+        for name in ("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"):
+            w.add_tensor(p + name + ".bias", t[name + ".bias"])
+
+
+def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedModel:
+    """Write the tiny gpt-oss GGUF for `spec` to `path` (parents created) and describe it.
+
+    Written to `<path>.partial` and renamed into place, so `path` is either the old file or the
+    complete new one, never half of one."""
+    t0 = time.perf_counter()
+    validate(spec)
+    vocab = build_vocab(script_chain(spec))
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(final.name + ".partial")
+    try:
+        w = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT_OSS])   # "gpt-oss"
+        try:
+            _add_metadata(w, spec, vocab)
+            _add_tensors(w, spec, vocab)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+        finally:
+            w.close()
+        with open(partial, "rb+") as f:   # on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return GeneratedModel(final, final.stat().st_size, len(vocab.tokens), time.perf_counter() - t0, spec)

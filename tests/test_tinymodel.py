@@ -1,0 +1,244 @@
+"""The embedded tiny gpt-oss model: file contents, parameter checks, and real llama.cpp answers.
+
+The server tests run llama.cpp (xllamacpp) in a subprocess: destroying an xllamacpp.Server soon
+after creating it deadlocks, so the subprocess exits with os._exit on SIGTERM instead.
+"""
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import gguf
+import httpx
+import pytest
+
+from sparkkit import tinymodel
+from sparkkit.tinymodel import REPLY_REASONING, REPLY_TEXT, GeneratedModel, TinySpec, generate
+
+TOOL_ARGS = {"file_path": "/tmp/x/hello.txt"}
+READ_TOOL = {"type": "function", "function": {
+    "name": "Read", "description": "Read a file",
+    "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}}}
+
+SERVER = r"""
+import os, signal, sys, threading
+import xllamacpp as xlc
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *a: stop.set())
+p = xlc.CommonParams()
+p.model.path = sys.argv[1]
+p.hostnames = ["127.0.0.1"]
+p.port = int(sys.argv[2])
+p.n_ctx = 8192
+p.model_alias = {"gpt-oss-120b"}
+p.warmup = False
+p.cpuparams.n_threads = p.cpuparams_batch.n_threads = 1
+srv = xlc.Server(p)
+stop.wait()
+os._exit(0)
+"""
+
+
+def field(reader: gguf.GGUFReader, key: str):
+    return reader.fields[key].contents()
+
+
+# ------------------------------------------------------------------------------- the file
+
+def test_generated_file_reads_back_as_gpt_oss(tmp_path):
+    target = tmp_path / "nested" / "dir" / "tiny.gguf"
+    g = generate(target)
+    assert isinstance(g, GeneratedModel) and g.path == target and g.spec == TinySpec()
+    assert g.size_bytes == target.stat().st_size and 150_000 < g.size_bytes < 300_000
+    assert g.n_vocab == 343 and g.seconds > 0
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny.gguf"]   # no .partial left
+
+    r = gguf.GGUFReader(target)
+    assert field(r, "general.architecture") == "gpt-oss"
+    assert field(r, "gpt-oss.block_count") == 2
+    assert field(r, "gpt-oss.attention.head_count") == 4
+    assert field(r, "gpt-oss.attention.head_count_kv") == 2
+    assert field(r, "gpt-oss.attention.sliding_window") == 128
+    assert field(r, "gpt-oss.context_length") == 131072
+    assert field(r, "gpt-oss.expert_count") == 4 and field(r, "gpt-oss.expert_used_count") == 2
+    assert "<|channel|>" in field(r, "tokenizer.chat_template")
+    assert field(r, "general.file_type") == gguf.LlamaFileType.MOSTLY_MXFP4_MOE
+    assert len(field(r, "tokenizer.ggml.tokens")) == g.n_vocab
+    experts = {t.name: t.tensor_type for t in r.tensors if "_exps.weight" in t.name}
+    assert len(experts) == 6 and set(experts.values()) == {gguf.GGMLQuantizationType.MXFP4}
+
+
+def test_spec_shapes_template_and_tool_land_in_the_file(tmp_path):
+    spec = TinySpec(n_layer=4, n_head=8, n_head_kv=4, expert_type="f16", sliding_window=64, context_length=4096,
+                    tool_name="Read", tool_args=json.dumps(TOOL_ARGS), chat_template="{{ '<|channel|>' }}")
+    g = generate(tmp_path / "t.gguf", spec)
+    r = gguf.GGUFReader(g.path)
+    assert g.n_vocab == 345   # two more script entries: the call header and the arguments
+    assert (field(r, "gpt-oss.block_count"), field(r, "gpt-oss.attention.head_count")) == (4, 8)
+    assert field(r, "gpt-oss.attention.sliding_window") == 64 and field(r, "gpt-oss.context_length") == 4096
+    assert field(r, "tokenizer.chat_template") == "{{ '<|channel|>' }}"
+    assert field(r, "general.file_type") == gguf.LlamaFileType.MOSTLY_F16
+    assert tinymodel.byte_encode(json.dumps(TOOL_ARGS)) in field(r, "tokenizer.ggml.tokens")
+
+
+def test_same_spec_same_bytes_other_seed_other_weights(tmp_path):
+    a, b = generate(tmp_path / "a.gguf"), generate(tmp_path / "b.gguf")
+    c = generate(tmp_path / "c.gguf", TinySpec(seed=1))
+    assert a.path.read_bytes() == b.path.read_bytes() != c.path.read_bytes()
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
+    target = tmp_path / "tiny.gguf"
+    target.write_bytes(b"old")
+
+    def boom(self, **kw):
+        raise OSError("disk full")
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        generate(target)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["tiny.gguf"]
+
+
+@pytest.mark.parametrize("changes, field_name", [
+    ({"n_embd": 48}, "n_embd"),                                   # mxfp4: multiple of 32
+    ({"n_ff_exp": 40}, "n_ff_exp"),
+    ({"n_embd": 16, "expert_type": "f16"}, "n_embd"),             # too small for the script
+    ({"n_layer": 0}, "n_layer"),
+    ({"n_head": 3}, "n_head"),                                    # not a multiple of n_head_kv
+    ({"head_dim": 15}, "head_dim"),
+    ({"n_expert_used": 5}, "n_expert_used"),
+    ({"mode": "clever"}, "mode"),
+    ({"expert_type": "q4_0"}, "expert_type"),
+    ({"tool_name": "Read", "n_layer": 3}, "n_layer"),             # the flag head needs full attention
+    ({"tool_name": "Read", "tool_args": "{not json"}, "tool_args"),
+    ({"tool_name": "Read", "tool_args": "[1, 2]"}, "tool_args"),  # JSON, but not an object
+    ({"tool_name": "no spaces"}, "tool_name"),
+    ({"tool_name": "Read", "mode": "random"}, "tool_name"),
+    ({"tool_args": '{"a": 1}'}, "tool_args"),                     # arguments without a tool
+    ({"endless": True, "mode": "random"}, "endless"),
+    ({"seed": -1}, "seed"),
+    ({"context_length": True}, "context_length"),
+])
+def test_bad_specs_are_refused_naming_the_field(tmp_path, changes, field_name):
+    with pytest.raises(ValueError, match=f"`{field_name}`") as e:
+        generate(tmp_path / "x.gguf", TinySpec(**changes))
+    assert "accepted" in str(e.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_range_messages_say_what_would_work():
+    with pytest.raises(ValueError, match="multiple of 32 for mxfp4 experts"):
+        tinymodel.validate(TinySpec(n_embd=48))
+    with pytest.raises(ValueError, match="tool_name needs an even n_layer"):
+        tinymodel.validate(TinySpec(tool_name="Read", n_layer=3))
+    with pytest.raises(ValueError, match=r">= 25 \(too small for the script"):
+        tinymodel.validate(TinySpec(n_embd=16, expert_type="f32"))
+    tinymodel.validate(TinySpec(n_embd=25, expert_type="f32"))   # the bound itself is fine
+
+
+# ------------------------------------------------------------------------------- real llama.cpp
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory):
+    """serve(spec) -> base URL of a real llama.cpp server for that model, in its own process."""
+    procs: list[subprocess.Popen] = []
+    root = tmp_path_factory.mktemp("tinyserve")
+
+    def start(spec: TinySpec) -> str:
+        n = len(procs)
+        model = generate(root / f"model{n}.gguf", spec).path
+        port = free_port()
+        log = root / f"server{n}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port)],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    return base
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"server not healthy after 30 s:\n{log.read_text(errors='replace')[-3000:]}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def plain(serve):
+    return serve(TinySpec())
+
+
+@pytest.fixture(scope="module")
+def with_tool(serve):
+    return serve(TinySpec(tool_name="Read", tool_args=json.dumps(TOOL_ARGS)))
+
+
+def chat(base: str, messages: list, **body) -> dict:
+    r = httpx.post(base + "/v1/chat/completions", timeout=60,
+                   json={"model": "gpt-oss-120b", "messages": messages, "max_tokens": 64, **body})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0] | {"usage": r.json()["usage"]}
+
+
+@pytest.mark.parametrize("temperature, seed", [(0.0, 1), (1.0, 1), (1.0, 2), (1.0, 3)])
+def test_scripted_reply_at_any_temperature(plain, temperature, seed):
+    c = chat(plain, [{"role": "user", "content": "Hello"}], temperature=temperature, seed=seed,
+             top_k=0, top_p=1.0, min_p=0.0)
+    assert c["finish_reason"] == "stop"
+    assert c["message"]["content"] == REPLY_TEXT
+    assert c["message"]["reasoning_content"] == REPLY_REASONING
+
+
+def test_ignore_eos_runs_to_max_tokens(plain):
+    c = chat(plain, [{"role": "user", "content": "Hello"}], ignore_eos=True, max_tokens=50)
+    assert c["finish_reason"] == "length" and c["usage"]["completion_tokens"] == 50
+
+
+def test_tool_model_calls_the_tool_then_answers(with_tool):
+    messages = [{"role": "user", "content": "Read /tmp/x/hello.txt"}]
+    c = chat(with_tool, messages, tools=[READ_TOOL], temperature=1.0)
+    assert c["finish_reason"] == "tool_calls", c
+    (call,) = c["message"]["tool_calls"]
+    assert call["function"]["name"] == "Read"
+    assert json.loads(call["function"]["arguments"]) == TOOL_ARGS
+
+    messages += [{"role": "assistant", "content": None, "tool_calls": [call]},
+                 {"role": "tool", "tool_call_id": call["id"], "content": "hello"}]
+    c = chat(with_tool, messages, tools=[READ_TOOL])
+    assert c["finish_reason"] == "stop", c
+    assert c["message"]["content"] == REPLY_TEXT and c["message"].get("tool_calls") in (None, [])
+
+
+def test_tool_model_without_tools_just_answers(with_tool):
+    c = chat(with_tool, [{"role": "user", "content": "Hello"}])
+    assert c["finish_reason"] == "stop" and c["message"]["content"] == REPLY_TEXT
+
+
+def test_endless_model_runs_to_max_tokens_on_messages(serve):
+    # /v1/messages ignores ignore_eos, so benchmarks of the Anthropic path need this variant.
+    base = serve(TinySpec(endless=True))
+    r = httpx.post(base + "/v1/messages", timeout=60,
+                   json={"model": "claude-x", "max_tokens": 40, "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["stop_reason"] == "max_tokens" and r.json()["usage"]["output_tokens"] == 40
