@@ -1,0 +1,146 @@
+"""One description of a llama.cpp server launch, rendered two ways.
+
+`Launch` says what to serve and how (model, context, slots, KV type, GPU layers, flash
+attention, no-mmap, micro-batch, Jinja, alias, host, port, API key). The same object becomes
+
+- a `llama-server` command line (`to_argv`) — what runs on the Spark, adapted to the flags
+  the installed build really has (`ServerFlags.from_help`: llama.cpp renamed `--no-mmap` to
+  `-lm/--load-mode` in 2026 and builds differ), and
+- the parameters of the embedded llama.cpp server (`sparkkit.engines.embedded`), which is the
+  same server code inside the xllamacpp wheel — what runs where there is no GB10.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ParameterError, check_choice, check_int
+
+KV_TYPES = ("f16", "bf16", "q8_0", "q4_0", "f32")
+FLASH_ATTN = ("on", "off", "auto")
+LOAD_MODES = ("none", "dio", "mmap", "auto")   # none/dio = no mmap (the Spark's slow-mmap bug)
+ALL_LAYERS = 999
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, has_key: bool) -> None:
+    """Secure by default: loopback, or the LAN only behind an API key."""
+    if not is_loopback(host) and not has_key:
+        raise ParameterError("host", host, "127.0.0.1 (default), or a LAN address together with an API key "
+                                           "(-p api_key <secret>) — an open server on the LAN runs anyone's prompts")
+
+
+@dataclass(frozen=True)
+class Launch:
+    model: str                      # GGUF path (first shard of a split model)
+    alias: str = "gpt-oss-120b"     # the name clients send and /v1/models reports
+    context: int = 131072           # -c: total KV tokens (shared by all slots when kv_unified)
+    slots: int = 1                  # -np: concurrent sequences
+    kv_unified: bool = True         # --kv-unified: one pool for all slots
+    kv_type: str = "f16"            # -ctk/-ctv
+    gpu_layers: int = ALL_LAYERS    # -ngl: everything on the GPU (unified memory on GB10)
+    flash_attn: str = "on"          # -fa
+    load_mode: str = "none"         # -lm none (or --no-mmap on older builds)
+    ubatch: int = 2048              # -ub: faster prefill on the Spark
+    batch: int = 2048               # -b
+    jinja: bool = True              # --jinja: harmony parsing, tool calls
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key_file: str | None = None  # --api-key-file; required when host is not loopback
+    metrics: bool = True            # --metrics: /metrics for the bench step
+    threads: int | None = None      # -t; None = the engine's default
+    extra: tuple[str, ...] = field(default_factory=tuple)  # verbatim extra llama-server flags
+
+    def __post_init__(self) -> None:
+        check_int("context", self.context, 256)
+        check_int("slots", self.slots, 1, 256)
+        check_choice("kv_type", self.kv_type, KV_TYPES)
+        check_choice("flash_attn", self.flash_attn, FLASH_ATTN)
+        check_choice("load_mode", self.load_mode, LOAD_MODES)
+        check_int("port", self.port, 1, 65535)
+        check_int("ubatch", self.ubatch, 1)
+        check_int("batch", self.batch, 1)
+        check_bind(self.host, bool(self.api_key_file))
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Launch":
+        data = dict(data)
+        data["extra"] = tuple(data.get("extra") or ())
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    """Which spellings a given llama-server build accepts (read from its --help)."""
+
+    load_mode: bool = True          # -lm/--load-mode (2026+)
+    no_mmap: bool = False           # --no-mmap (before llama.cpp PR #20834)
+    flash_attn_value: bool = True   # -fa on|off|auto (older builds: bare -fa)
+    kv_unified: bool = True
+    jinja: bool = True
+    api_key_file: bool = True
+
+    @classmethod
+    def from_help(cls, help_text: str) -> "ServerFlags":
+        def has(flag: str) -> bool:
+            return re.search(rf"(^|[\s,]){re.escape(flag)}(?=[\s,=]|$)", help_text, re.M) is not None
+        return cls(
+            load_mode=has("--load-mode"),
+            no_mmap=has("--no-mmap"),
+            flash_attn_value=bool(re.search(r"--flash-attn\s+\[?(on|FA)", help_text)) or "on|off" in help_text,
+            kv_unified=has("--kv-unified"),
+            jinja=has("--jinja"),
+            api_key_file=has("--api-key-file"),
+        )
+
+
+def to_argv(launch: Launch, binary: str = "llama-server", flags: ServerFlags = ServerFlags()) -> list[str]:
+    """The `llama-server` command line for `launch`, in the spelling `flags` says the build has."""
+    a = [binary, "-m", launch.model, "--alias", launch.alias, "--host", launch.host, "--port", str(launch.port),
+         "-c", str(launch.context), "-np", str(launch.slots), "-ngl", str(launch.gpu_layers)]
+    a += ["-fa", launch.flash_attn] if flags.flash_attn_value else (["-fa"] if launch.flash_attn == "on" else [])
+    if launch.load_mode in ("none", "dio"):
+        if flags.load_mode:
+            a += ["-lm", launch.load_mode]
+        elif flags.no_mmap:
+            a += ["--no-mmap"]
+    elif flags.load_mode:
+        a += ["-lm", launch.load_mode]
+    a += ["-ub", str(launch.ubatch), "-b", str(launch.batch)]
+    if launch.kv_type != "f16":
+        a += ["-ctk", launch.kv_type, "-ctv", launch.kv_type]
+    if launch.kv_unified and flags.kv_unified:
+        a += ["--kv-unified"]
+    if launch.jinja and flags.jinja:
+        a += ["--jinja"]
+    if launch.metrics:
+        a += ["--metrics"]
+    if launch.threads:
+        a += ["-t", str(launch.threads)]
+    if launch.api_key_file:
+        a += ["--api-key-file", launch.api_key_file]
+    return a + list(launch.extra)
+
+
+def command_line(argv: list[str]) -> str:
+    """A copy-pasteable shell line (the key itself is never on it: it lives in a file)."""
+    return shlex.join(argv)
