@@ -1,0 +1,273 @@
+"""Start, watch and stop the model server — and never touch a process sparkkit did not start.
+
+The server runs detached (its own session), so it outlives the notebook kernel that started
+it. What we started is written to the state file as pid + the kernel's start time for that pid
++ its command line; `stop()` signals a process only when all three still match, so a reused
+pid or somebody else's server is left alone.
+
+Stop it from a shell with ``sparkkit stop`` (or ``python -m sparkkit stop``).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import records
+from .engines.launch import Launch, ServerFlags, command_line, to_argv
+from .errors import ServeError
+
+RUNTIMES = ("embedded", "binary")
+
+
+# ----------------------------------------------------------------------------- processes
+def _proc_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _proc_cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def is_ours(server: dict[str, Any]) -> bool:
+    """True while the process recorded in `server` is still the one sparkkit started."""
+    pid = server.get("pid")
+    return (isinstance(pid, int) and _proc_start_ticks(pid) == server.get("start_ticks")
+            and _proc_cmdline(pid) == server.get("argv"))
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Is something listening there? (SO_REUSEADDR as servers use it, so TIME_WAIT leftovers don't count.)"""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ----------------------------------------------------------------------------- commands
+def server_argv(launch: Launch, runtime: dict[str, Any]) -> list[str]:
+    """The command that serves `launch` on `runtime` ({"kind": "embedded"} or {"kind": "binary", "path": ...})."""
+    kind = runtime.get("kind")
+    if kind == "embedded":
+        spec = records.home() / "server" / f"launch-{launch.port}.json"
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        spec.write_text(json.dumps(launch.to_dict(), indent=2), encoding="utf-8")
+        return [sys.executable, "-m", "sparkkit.engines.embedded", str(spec)]
+    if kind == "binary":
+        binary = runtime["path"]
+        try:
+            help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ServeError(f"cannot run {binary} --help ({e}); re-run 04-engine") from e
+        return to_argv(launch, binary, ServerFlags.from_help(help_text))
+    raise ServeError(f"unknown engine runtime {runtime!r}; re-run 04-engine")
+
+
+@dataclass
+class Started:
+    pid: int
+    base_url: str
+    load_seconds: float
+    argv: list[str]
+    log: Path
+    replaced: str | None      # what happened to a previous sparkkit server, if any
+
+    def record(self) -> tuple[str, str, dict[str, Any]]:
+        return ("pass", f"serving at {self.base_url} (pid {self.pid}), ready in {self.load_seconds:.2f} s",
+                {**self.as_row(), "argv": self.argv, "replaced": self.replaced})
+
+    def spark_command(self) -> str:
+        """The same launch as a llama-server command line — what a GB10 runs for this plan."""
+        launch = Launch.from_dict(records.load_state()["server"]["launch"])
+        from dataclasses import replace
+        return command_line(to_argv(replace(launch, threads=None)))
+
+    def as_row(self) -> dict[str, Any]:
+        return {"pid": self.pid, "url": self.base_url, "load time (s)": round(self.load_seconds, 2),
+                "log": str(self.log), "command": command_line(self.argv)}
+
+
+def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> Started:
+    """Start a server for `launch`, wait until /health says ok, and record it in the state file."""
+    replaced = None
+    previous = records.load_state().get("server")
+    if previous and is_ours(previous):
+        replaced = stop()["message"]        # re-running 05 restarts our own server
+    if port_in_use(launch.host, launch.port):
+        raise ServeError(f"port {launch.port} on {launch.host} is already in use by a process sparkkit did not "
+                         f"start; stop that process or choose another port (-p port {launch.port + 1})")
+    argv = server_argv(launch, runtime)
+    log = records.home() / "server" / f"server-{launch.port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    server = {"pid": proc.pid, "start_ticks": _proc_start_ticks(proc.pid), "argv": _proc_cmdline(proc.pid) or argv,
+              "base_url": launch.base_url, "log": str(log), "launch": launch.to_dict(), "runtime": runtime,
+              "started_at": records.now()}
+    records.update_state("server", server)
+    try:
+        _wait_healthy(proc, launch, log, timeout)
+    except BaseException:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        records.update_state("server", None)
+        raise
+    load = time.monotonic() - t0
+    server["load_seconds"] = round(load, 3)
+    records.update_state("server", server)
+    return Started(proc.pid, launch.base_url, load, argv, log, replaced)
+
+
+def _wait_healthy(proc: subprocess.Popen, launch: Launch, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=launch.base_url, timeout=5.0) as client:
+        while True:
+            if proc.poll() is not None:
+                raise ServeError(f"the server exited with code {proc.returncode} before it was ready "
+                                 f"(model {launch.model}). Last lines of {log}:\n{log_tail(log)}")
+            try:
+                if client.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass   # not listening yet
+            if time.monotonic() > deadline:
+                raise ServeError(f"the server was not ready after {timeout:.0f} s; last lines of {log}:\n"
+                                 f"{log_tail(log)}")
+            time.sleep(0.1)
+
+
+def stop(timeout: float = 15.0) -> dict[str, Any]:
+    """Stop the server sparkkit started (SIGTERM, then SIGKILL); leave anything else alone."""
+    server = records.load_state().get("server")
+    if not server:
+        return {"stopped": False, "message": "no sparkkit server is recorded; nothing to stop"}
+    pid = server.get("pid")
+    if not is_ours(server):
+        records.update_state("server", None)
+        return {"stopped": False, "message": f"pid {pid} is no longer the server sparkkit started "
+                                            f"(it exited); left alone, record cleared"}
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_ours(server) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    forced = False
+    if is_ours(server):
+        os.kill(pid, signal.SIGKILL)
+        forced = True
+    _reap(pid)
+    records.update_state("server", None)
+    return {"stopped": True, "message": f"stopped the sparkkit server (pid {pid}{', forced' if forced else ''})"}
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the server is our child (same kernel), so it is not a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def status() -> dict[str, Any]:
+    server = records.load_state().get("server")
+    if not server:
+        return {"running": False}
+    return {"running": is_ours(server), "pid": server.get("pid"), "base_url": server.get("base_url"),
+            "log": server.get("log"), "started_at": server.get("started_at")}
+
+
+def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api_key: str = "",
+        force: bool = False) -> Started:
+    """Runbook 05: serve the placed model with the plan's context/slots/KV type."""
+    from . import plan as plans
+    from .engines import check_engine
+    from .engines import llamacpp
+    from .engines.launch import check_bind
+    from .errors import ParameterError, StateError, check_int
+
+    check_engine(engine)
+    check_int("port", port, 1, 65535)
+    check_bind(host, bool(api_key))
+    state = records.load_state()
+    model = state.get("model")
+    if not model or not Path(model.get("path", "")).exists():
+        raise StateError("no model is placed yet: run 03-place-model first")
+    if state.get("plan", {}).get("for_model") != model["model"]:
+        plans.run()                     # no plan for this model yet: plan it with the defaults
+    if "engine" not in state:
+        llamacpp.run(engine)
+    state = records.load_state()
+    plan, runtime = state["plan"], state["engine"]["runtime"]
+    if runtime["kind"] == "binary" and not runtime.get("path"):
+        raise StateError("llama-server is not built yet: run 04-engine with -p build_now True, "
+                         "or pass -p binary /path/to/llama-server to 04")
+    if plan["verdict"] == "does not fit" and not force:
+        raise ParameterError("force", force, f"True to launch anyway — the plan from 02 does not fit "
+                                             f"({plan['total_bytes'] / 2**30:.1f} GiB > "
+                                             f"{plan['usable_bytes'] / 2**30:.1f} GiB usable); "
+                                             "better: re-run 02 with a smaller context")
+    key_file = None
+    if api_key:
+        key_file = records.home() / "server" / "api-key"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(api_key)
+    launch = Launch(model=model["path"], alias=model["alias"], context=plan["context"], slots=plan["slots"],
+                    kv_type=plan["kv_type"], ubatch=plan["ubatch"], batch=max(plan["ubatch"], 2048), host=host,
+                    port=port, api_key_file=str(key_file) if key_file else None,
+                    threads=os.cpu_count() if runtime["kind"] == "embedded" else None)
+    return start(launch, runtime)
+
+
+def connection() -> tuple[str, str | None, dict[str, Any]]:
+    """(base_url, api key or None, launch) of the server 05 started; for 06 and 07."""
+    from .errors import StateError
+
+    server = records.load_state().get("server")
+    if not server or not is_ours(server):
+        raise StateError("no sparkkit server is running: run 05-serve first (or pass -p base_url)")
+    key_file = server["launch"].get("api_key_file")
+    key = Path(key_file).read_text().strip() if key_file else None
+    return server["base_url"], key, server["launch"]
