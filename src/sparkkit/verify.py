@@ -1,0 +1,169 @@
+"""Check a running server the way a coding agent uses it (runbook 06, first half).
+
+Four probes over HTTP: a chat completion, a streamed one, a tool-call round trip (the model
+asks to `Read` a probe file, we return the file, it answers), and an Anthropic `/v1/messages`
+request as Claude Code sends it. Each probe reports ok/failed with the evidence, so a failure
+says what the server actually answered.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pandas as pd
+
+READ_TOOL = {"type": "function", "function": {
+    "name": "Read", "description": "Read a file from the local filesystem.",
+    "parameters": {"type": "object", "properties": {"file_path": {"type": "string",
+                                                                  "description": "absolute path"}},
+                   "required": ["file_path"]}}}
+
+
+@dataclass
+class Probe:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def client(base_url: str, api_key: str | None = None, timeout: float = 600.0) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+
+def served_model(c: httpx.Client) -> str:
+    r = c.get("/v1/models")
+    r.raise_for_status()
+    return r.json()["data"][0]["id"]
+
+
+def _timed(name: str, fn: Callable[[], tuple[bool, str]]) -> Probe:
+    t0 = time.monotonic()
+    try:
+        ok, detail = fn()
+    except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
+        ok, detail = False, f"{type(e).__name__}: {e}"
+    return Probe(name, ok, round(time.monotonic() - t0, 3), detail[:300])
+
+
+def _post(c: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = c.post(path, json=body)
+    if r.status_code != 200:
+        raise ValueError(f"HTTP {r.status_code} from {path}: {r.text[:200]}")
+    return r.json()
+
+
+def chat(c: httpx.Client, model: str) -> tuple[bool, str]:
+    d = _post(c, "/v1/chat/completions", {"model": model, "max_tokens": 256,
+                                          "messages": [{"role": "user", "content": "Say hello in one sentence."}]})
+    ch = d["choices"][0]
+    text = ch["message"].get("content") or ""
+    return bool(text.strip()) and ch["finish_reason"] == "stop", f"finish={ch['finish_reason']} content={text!r}"
+
+
+def chat_stream(c: httpx.Client, model: str) -> tuple[bool, str]:
+    parts, finish, chunks = [], None, 0
+    body = {"model": model, "max_tokens": 256, "stream": True,
+            "messages": [{"role": "user", "content": "Say hello in one sentence."}]}
+    with c.stream("POST", "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            raise ValueError(f"HTTP {r.status_code}: {r.read()[:200]!r}")
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            ev = json.loads(line[6:])
+            if "error" in ev:
+                raise ValueError(f"error event: {ev['error']}")
+            for choice in ev.get("choices", []):
+                chunks += 1
+                parts.append(choice.get("delta", {}).get("content") or "")
+                finish = choice.get("finish_reason") or finish
+    text = "".join(parts)
+    return bool(text.strip()) and finish == "stop" and chunks > 1, f"{chunks} chunks, finish={finish}, text={text!r}"
+
+
+def tool_round_trip(c: httpx.Client, model: str, probe: Path) -> tuple[bool, str]:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": f"Use the Read tool to read {probe}, "
+                                                                  "then tell me in one sentence what it says."}]
+    d = _post(c, "/v1/chat/completions", {"model": model, "max_tokens": 1024, "tools": [READ_TOOL],
+                                          "messages": messages})
+    msg, finish = d["choices"][0]["message"], d["choices"][0]["finish_reason"]
+    calls = msg.get("tool_calls") or []
+    if finish != "tool_calls" or not calls or calls[0]["function"]["name"] != "Read":
+        return False, f"expected a Read tool call, got finish={finish} message={json.dumps(msg)[:200]}"
+    args = json.loads(calls[0]["function"]["arguments"])
+    if Path(args.get("file_path", "")) != probe:
+        return False, f"Read called with {args}, expected file_path {probe}"
+    # Only ever the probe file: a check must not read whatever path a model names.
+    result = probe.read_text(encoding="utf-8")
+    assistant = {"role": "assistant", "content": msg.get("content") or "", "tool_calls": calls}
+    if msg.get("reasoning_content"):   # gpt-oss needs its reasoning back on tool-call turns
+        assistant["reasoning_content"] = msg["reasoning_content"]
+    messages += [assistant, {"role": "tool", "tool_call_id": calls[0].get("id", "call_0"), "content": result}]
+    d = _post(c, "/v1/chat/completions", {"model": model, "max_tokens": 1024, "tools": [READ_TOOL],
+                                          "messages": messages})
+    ch = d["choices"][0]
+    text = ch["message"].get("content") or ""
+    return (ch["finish_reason"] == "stop" and bool(text.strip()),
+            f"Read({args['file_path']}) → {len(result)} bytes → finish={ch['finish_reason']} answer={text!r}")
+
+
+def anthropic_messages(c: httpx.Client, model: str) -> tuple[bool, str]:
+    # Claude Code sends a claude-* model name; the server answers with whatever it serves.
+    d = _post(c, "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 256, "system": "Be brief.",
+                                  "messages": [{"role": "user", "content": "Say hello."}]})
+    texts = [b.get("text", "") for b in d.get("content", []) if b.get("type") == "text"]
+    kinds = [b.get("type") for b in d.get("content", [])]
+    ok = d.get("type") == "message" and d.get("stop_reason") == "end_turn" and any(t.strip() for t in texts)
+    return ok, f"blocks={kinds} stop_reason={d.get('stop_reason')} text={' '.join(texts)!r}"
+
+
+def verify(c: httpx.Client, probe: Path) -> list[Probe]:
+    model = served_model(c)
+    return [_timed("chat completion", lambda: chat(c, model)),
+            _timed("streamed chat", lambda: chat_stream(c, model)),
+            _timed("tool-call round trip (Read)", lambda: tool_round_trip(c, model, probe)),
+            _timed("Anthropic /v1/messages", lambda: anthropic_messages(c, model))]
+
+
+def table(probes: list[Probe]) -> pd.DataFrame:
+    return pd.DataFrame([{"probe": p.name, "ok": "✅" if p.ok else "❌", "seconds": p.seconds, "detail": p.detail}
+                         for p in probes])
+
+
+def open_client(base_url: str = "", api_key: str = "") -> httpx.Client:
+    """A client for `base_url`, or for the server 05 started (with its key) when empty."""
+    if base_url:
+        return client(base_url, api_key or None)
+    from .serve import connection
+    url, key, _launch = connection()
+    return client(url, key)
+
+
+def run(base_url: str = "", api_key: str = "") -> list[Probe]:
+    """Runbook 06, checks: the four agent-like probes against the server."""
+    from . import records
+    with open_client(base_url, api_key) as c:
+        return verify(c, records.probe_file())
+
+
+def record(probes: list[Probe], runs: pd.DataFrame) -> tuple[str, str, dict[str, Any]]:
+    """Runbook 06's verdict: every probe must pass; the figures are the medians of the runs."""
+    from .bench import headline, summary
+    h = headline(runs)
+    failed = [p.name for p in probes if not p.ok]
+    text = (f"decode {h['decode_tps']:.1f} tok/s, prefill {h['prefill_tps']:.1f} tok/s, TTFT {h['ttft_s']:.3f} s "
+            f"(medians); probes {len(probes) - len(failed)}/{len(probes)} ok")
+    if failed:
+        text += f"; failed: {', '.join(failed)}"
+    return ("fail" if failed else "pass", text,
+            {"probes": [p.to_dict() for p in probes], "bench": runs.to_dict(orient="records"),
+             "summary": summary(runs).to_dict(orient="records"), **h})
