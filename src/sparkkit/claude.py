@@ -1,0 +1,249 @@
+"""Wire Claude Code to the local server (runbook 07), and prove it with the real CLI.
+
+Settings go into the `env` block of a Claude Code settings file — merged with what is there,
+after a timestamped backup, never by blind overwrite. Where the runbooks run on the embedded
+default the file is in a sandbox home (``$SPARKKIT_HOME/claude-home``), never the user's
+``~/.claude``. The values come from research/claude-code.md (CLI 2.1.332, verified there):
+the attribution line off (it defeats prefix caching), the auto-compact window set to the served
+context (an unknown model is otherwise assumed to have 1M tokens), a fixed tool list.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import records
+from .errors import SparkkitError
+
+PINNED_CLI = "2.1.332"
+NPM_PACKAGE = "@anthropic-ai/claude-code"
+
+
+def settings_env(base_url: str, model: str, context: int, token: str | None = None) -> dict[str, str]:
+    """The `env` block that points Claude Code at our server."""
+    return {
+        "ANTHROPIC_BASE_URL": base_url,                       # no /v1: the CLI appends it
+        "ANTHROPIC_AUTH_TOKEN": token or "sparkkit-local",    # sent as Bearer; must match the server key
+        "ANTHROPIC_MODEL": model,
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
+        "CLAUDE_CODE_SUBAGENT_MODEL": model,
+        "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",                # per-session line at token 0 busts the KV prefix cache
+        "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(context),      # else compaction plans for 1M tokens
+        "CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(context),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",      # no telemetry / HEAD probes to a local box
+        "ENABLE_TOOL_SEARCH": "false",                        # fixed tools[] keeps the prompt prefix stable
+        "API_TIMEOUT_MS": "1800000",                          # long prefills on a local model
+    }
+
+
+@dataclass
+class SettingsWrite:
+    path: Path
+    backup: Path | None
+    added: list[str]
+    changed: list[str]
+    kept: list[str]
+
+
+def write_settings(path: Path, env: dict[str, str]) -> SettingsWrite:
+    """Merge `env` into the settings file's `env` block; back the old file up first."""
+    path = Path(path)
+    existing: dict[str, Any] = {}
+    backup = None
+    if path.exists():
+        raw = path.read_text(encoding="utf-8")
+        try:
+            existing = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as e:
+            raise SparkkitError(f"{path} is not valid JSON ({e}); fix or move it, then re-run 07 — "
+                                "sparkkit will not overwrite it") from e
+        if not isinstance(existing, dict) or not isinstance(existing.get("env", {}), dict):
+            raise SparkkitError(f"{path} does not hold a JSON object with an `env` object; fix or move it")
+        backup = path.with_name(f"{path.name}.sparkkit-backup-{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 1
+        while backup.exists():
+            backup = backup.with_name(f"{backup.name.split('.~')[0]}.~{n}")
+            n += 1
+        shutil.copy2(path, backup)
+    old_env = dict(existing.get("env", {}))
+    merged = {**existing, "env": {**old_env, **env}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return SettingsWrite(path, backup,
+                         added=sorted(k for k in env if k not in old_env),
+                         changed=sorted(k for k in env if k in old_env and old_env[k] != env[k]),
+                         kept=sorted(k for k in old_env if k not in env))
+
+
+def sandbox_home() -> Path:
+    return records.home() / "claude-home"
+
+
+def settings_path(scope: str) -> Path:
+    home = sandbox_home() if scope == "sandbox" else Path.home()
+    return home / ".claude" / "settings.json"
+
+
+# ----------------------------------------------------------------------------- the CLI
+def cli_dir() -> Path:
+    """Where the pinned CLI lives; SPARKKIT_CLAUDE_DIR lets several homes share one install."""
+    return Path(os.environ.get("SPARKKIT_CLAUDE_DIR") or records.home() / "claude-code").expanduser()
+
+
+def installed_cli() -> Path:
+    return cli_dir() / "node_modules" / ".bin" / "claude"
+
+
+def cli_version(cli: Path) -> str:
+    out = subprocess.run([str(cli), "--version"], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip().split(" ")[0]
+
+
+def ensure_cli(explicit: str = "") -> Path:
+    """The Claude Code CLI to run: `explicit`, else the pinned one (npm-installed on first use)."""
+    if explicit:
+        cli = Path(shutil.which(explicit) or explicit)
+        if not cli.exists():
+            raise SparkkitError(f"parameter `claude_bin`: {explicit!r} not found; leave it empty to use the "
+                                f"pinned CLI {PINNED_CLI}")
+        return cli
+    cli = installed_cli()
+    if cli.exists() and cli_version(cli) == PINNED_CLI:
+        return cli
+    if shutil.which("npm") is None:
+        raise SparkkitError("npm is not installed; install Node.js 20+ (conda: nodejs, Debian: apt-get install npm)")
+    print(f"installing {NPM_PACKAGE}@{PINNED_CLI} into {cli_dir()} (one time, ~400 MB) …", flush=True)
+    cli_dir().mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(cli_dir()),
+                           f"{NPM_PACKAGE}@{PINNED_CLI}"], capture_output=True, text=True)
+    if proc.returncode or not cli.exists():
+        raise SparkkitError(f"npm install {NPM_PACKAGE}@{PINNED_CLI} failed:\n{proc.stderr[-2000:]}")
+    return cli
+
+
+@dataclass
+class CliRun:
+    exit_code: int
+    seconds: float
+    result: str
+    turns: int | None
+    tool_uses: list[dict[str, Any]] = field(default_factory=list)
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
+    stderr_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and bool(self.result.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0) -> CliRun:
+    """Run `claude -p PROMPT` with its settings from `home`; parse the stream-json transcript."""
+    # A clean environment: the settings file alone must be enough (and the caller's own
+    # ANTHROPIC_* variables must not leak into the proof).
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+           "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1"}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([str(cli), "-p", prompt, "--output-format", "stream-json", "--verbose"],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise SparkkitError(f"Claude Code did not finish within {timeout:.0f} s; is the server answering? "
+                            f"(06-verify checks it)") from e
+    run = CliRun(proc.returncode, time.monotonic() - t0, "", None, stderr_tail=proc.stderr[-1500:])
+    for line in proc.stdout.splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        content = (ev.get("message") or {}).get("content") if isinstance(ev.get("message"), dict) else None
+        for block in content if isinstance(content, list) else []:
+            if block.get("type") == "tool_use":
+                run.tool_uses.append({"name": block.get("name"), "input": block.get("input")})
+            elif block.get("type") == "tool_result":
+                text = block.get("content")
+                text = text if isinstance(text, str) else json.dumps(text)
+                run.tool_results.append({"is_error": bool(block.get("is_error")), "content": text[:500]})
+        if ev.get("type") == "result":
+            run.result = ev.get("result") or ""
+            run.turns = ev.get("num_turns")
+            if ev.get("is_error"):
+                run.exit_code = run.exit_code or 1
+    return run
+
+
+SCOPES = ("auto", "sandbox", "user")
+
+
+@dataclass
+class Wiring:
+    settings: SettingsWrite
+    env: dict[str, str]
+    cli: Path | None
+    cli_version: str | None
+    run: CliRun | None
+    prompt: str
+
+    def record(self) -> tuple[str, str, dict[str, Any]]:
+        results = {"settings": str(self.settings.path), "backup": str(self.settings.backup or ""),
+                   "added": self.settings.added, "changed": self.settings.changed, "kept": self.settings.kept,
+                   "env": self.env, "cli_version": self.cli_version, "prompt": self.prompt,
+                   "cli": self.run.to_dict() if self.run else None}
+        if self.run is None:
+            return "warn", f"settings written to {self.settings.path}; CLI not run (run_cli=False)", results
+        used = [t["name"] for t in self.run.tool_uses]
+        tool_ok = bool(used) and self.run.tool_results and not any(r["is_error"] for r in self.run.tool_results)
+        verdict = "pass" if self.run.ok and tool_ok else "fail"
+        headline = (f"Claude Code {self.cli_version} answered in {self.run.seconds:.1f} s, {self.run.turns} turns, "
+                    f"tools used: {', '.join(used) or 'none'} — reply: {self.run.result[:80]!r}")
+        if verdict == "fail":
+            headline += f" (exit {self.run.exit_code}; stderr: {self.run.stderr_tail[-300:]!r})"
+        return verdict, headline, results
+
+    def env_table(self):
+        import pandas as pd
+        return pd.DataFrame([{"variable": k, "value": "***" if "TOKEN" in k or "KEY" in k else v}
+                             for k, v in self.env.items()])
+
+    def transcript(self):
+        import pandas as pd
+        rows = [{"step": "tool_use", "detail": f"{t['name']}({json.dumps(t['input'])})"} for t in self.run.tool_uses]
+        rows += [{"step": "tool_result" + (" (error)" if r["is_error"] else ""), "detail": r["content"][:200]}
+                 for r in self.run.tool_results]
+        rows.append({"step": "final reply", "detail": self.run.result})
+        return pd.DataFrame(rows)
+
+
+def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin: str = "",
+        timeout: float = 600.0) -> Wiring:
+    """Runbook 07: write the settings, then ask the real CLI to do a tool-use turn."""
+    from .errors import check_choice
+    from .serve import connection
+
+    check_choice("scope", scope, SCOPES)
+    base_url, key, launch = connection()
+    if scope == "auto":
+        scope = "sandbox" if records.load_state().get("host", {}).get("target") != "gb10" else "user"
+    env = settings_env(base_url, launch["alias"], launch["context"], key)
+    written = write_settings(settings_path(scope), env)
+    probe = records.probe_file()
+    prompt = prompt or f"Use the Read tool to read {probe} and tell me in one sentence what it says."
+    if not run_cli:
+        return Wiring(written, env, None, None, None, prompt)
+    cli = ensure_cli(claude_bin)
+    home = sandbox_home() if scope == "sandbox" else Path.home()
+    result = ask(cli, prompt, home, probe.parent, timeout)
+    return Wiring(written, env, cli, cli_version(cli), result, prompt)
