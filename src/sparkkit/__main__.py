@@ -1,0 +1,40 @@
+"""`sparkkit` on the command line: run all runbooks, see or stop the server, install the CLI."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sparkkit", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the seven runbooks in order and print a summary")
+    r.add_argument("--run-dir", default="", help="where records go (default: runs/<timestamp>)")
+    r.add_argument("--keep-serving", choices=["auto", "yes", "no"], default="auto",
+                   help="leave the server running afterwards (auto: yes on a GB10, no for the embedded default)")
+    sub.add_parser("stop", help="stop the server sparkkit started (never any other process)")
+    sub.add_parser("status", help="is the sparkkit server running?")
+    sub.add_parser("install-cli", help="install the pinned Claude Code CLI")
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        from .runner import run_all
+        return run_all(a.run_dir, a.keep_serving)
+    if a.cmd == "stop":
+        from .serve import stop
+        print(stop()["message"])
+        return 0
+    if a.cmd == "status":
+        from .serve import status
+        print(json.dumps(status(), indent=2))
+        return 0
+    if a.cmd == "install-cli":
+        from .claude import cli_version, ensure_cli
+        cli = ensure_cli()
+        print(f"{cli} ({cli_version(cli)})")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""End to end on real parts: the embedded llama.cpp serves, 06's probes pass, and the real
+Claude Code CLI completes a tool-use turn (Read) through it."""
+import json
+
+import pytest
+
+from sparkkit import bench, claude, records, serve, verify
+from sparkkit.download import place_embedded
+from sparkkit.engines.launch import Launch
+from sparkkit.tinymodel import REPLY_TEXT
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPARKKIT_HOME", str(home))
+        model = place_embedded(home / "models").path
+        launch = Launch(model=model, alias="gpt-oss-120b", context=131072, port=serve.free_port(), threads=2)
+        started = serve.start(launch, {"kind": "embedded"})
+        yield started, launch, home
+        serve.stop()
+
+
+def test_agent_probes_pass_against_the_real_server(server):
+    started, _launch, _home = server
+    with verify.client(started.base_url) as c:
+        probes = verify.verify(c, records.probe_file())
+    assert [p.name for p in probes if not p.ok] == [], verify.table(probes).to_string()
+
+
+def test_bench_reads_the_engines_own_timings(server):
+    started, _launch, _home = server
+    with verify.client(started.base_url) as c:
+        runs = bench.measure(c, verify.served_model(c), [256, 2048], gen_tokens=32, repeats=1, progress=False)
+    assert set(runs["source"]) == {"engine timings"}
+    assert (runs["generated"] == 32).all()           # ignore_eos: exactly gen_tokens
+    small, large = runs["prompt tokens"].tolist()
+    assert 0.7 * 256 < small < 1.3 * 256 and 0.7 * 2048 < large < 1.3 * 2048
+    assert (runs["decode tok/s"] > 0).all() and (runs["TTFT (s)"] > 0).all()
+
+
+def test_claude_code_reads_a_file_through_the_server(server):
+    started, launch, home = server
+    probe = records.probe_file()
+    written = claude.write_settings(claude.settings_path("sandbox"),
+                                    claude.settings_env(started.base_url, launch.alias, launch.context))
+    assert written.path.is_relative_to(home)          # never the user's ~/.claude
+    cli = claude.ensure_cli()
+    assert claude.cli_version(cli) == claude.PINNED_CLI
+    run = claude.ask(cli, f"Use the Read tool to read {probe} and tell me what it says.", claude.sandbox_home(),
+                     probe.parent)
+    assert run.exit_code == 0, run.stderr_tail
+    assert run.tool_uses == [{"name": "Read", "input": {"file_path": str(probe)}}]
+    assert len(run.tool_results) == 1 and not run.tool_results[0]["is_error"]
+    assert records.PROBE_TEXT.strip() in run.tool_results[0]["content"]
+    assert run.result == REPLY_TEXT and run.turns == 2
