@@ -36,7 +36,10 @@ class Probe:
 
 def client(base_url: str, api_key: str | None = None, timeout: float = 600.0) -> httpx.Client:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+    # No keep-alive: llama.cpp may close a connection right after a streamed reply, and a
+    # pooled connection reused in that instant fails with "Server disconnected" (seen in CI).
+    return httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
+                        limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def served_model(c: httpx.Client) -> str:
