@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from sparkkit import tinymodel
-from sparkkit.tinymodel import REPLY_REASONING, REPLY_TEXT, GeneratedModel, TinySpec, generate
+from sparkkit.tinymodel import (REPLY_REASONING, REPLY_TEXT, GeneratedModel, TinySpec, build_vocab, common_words,
+                                generate, script_chain)
 
 TOOL_ARGS = {"file_path": "/tmp/x/hello.txt"}
 READ_TOOL = {"type": "function", "function": {
@@ -242,3 +243,40 @@ def test_endless_model_runs_to_max_tokens_on_messages(serve):
                    json={"model": "claude-x", "max_tokens": 40, "messages": [{"role": "user", "content": "Hi"}]})
     assert r.status_code == 200, r.text
     assert r.json()["stop_reason"] == "max_tokens" and r.json()["usage"]["output_tokens"] == 40
+
+
+# ------------------------------------------------------------------------------- word merges
+
+PROSE = " read the file with this tool and tell me what it says before you run the command"
+
+
+def test_common_words_are_package_data():
+    words = common_words()
+    assert len(words) > 1000 and "the" in words and "file" in words and all(" " not in w for w in words)
+
+
+def test_word_merges_never_reach_a_script_token_or_a_marker():
+    chain = script_chain(TinySpec(tool_name="Read"))
+    vocab = build_vocab(chain, ("user", "users", "wants", "is", "issue", "functions", "file", "The", "There"))
+    script = {tinymodel.byte_encode(t) for t in chain}
+    # No merge may produce a script entry (" user", " is", "The" ...): prompts must never contain one.
+    assert not {m.replace(" ", "") for m in vocab.merges} & script
+    assert "There" not in vocab.index                  # its prefix chain would pass through "The"
+    assert "Ġfunctions" not in vocab.index            # the tools marker must stay Ġ + "functions"
+    assert "Ġfile" in vocab.index and "Ġusers" in vocab.index and "Ġissue" in vocab.index
+
+
+@pytest.fixture(scope="module")
+def with_words(serve):
+    return serve(TinySpec(tool_name="Read", tool_args=json.dumps(TOOL_ARGS), vocab_words=common_words()))
+
+
+def test_word_vocab_compresses_prose_and_keeps_the_script(with_words, with_tool):
+    def count(base):
+        return len(httpx.post(base + "/tokenize", json={"content": PROSE}, timeout=10).json()["tokens"])
+    # Prefix-chain merges collide across words (" re"+"ad"), so this is ~2x, not o200k's ~4 chars/token.
+    assert count(with_words) * 1.8 <= count(with_tool)
+    c = chat(with_words, [{"role": "user", "content": PROSE}], temperature=1.0)
+    assert c["message"]["content"] == REPLY_TEXT and c["message"]["reasoning_content"] == REPLY_REASONING
+    c = chat(with_words, [{"role": "user", "content": PROSE}], tools=[READ_TOOL])
+    assert c["finish_reason"] == "tool_calls" and json.loads(c["message"]["tool_calls"][0]["function"]["arguments"]) == TOOL_ARGS

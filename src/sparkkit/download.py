@@ -34,8 +34,9 @@ class Placed:
 
 def embedded_spec():
     """The embedded model: scripted to call `Read` on the probe file when tools are offered."""
-    from .tinymodel import TinySpec
-    return TinySpec(tool_name="Read", tool_args=json.dumps({"file_path": str(records.probe_file())}))
+    from .tinymodel import TinySpec, common_words
+    return TinySpec(tool_name="Read", tool_args=json.dumps({"file_path": str(records.probe_file())}),
+                    vocab_words=common_words())
 
 
 def place_embedded(model_dir: Path) -> Placed:

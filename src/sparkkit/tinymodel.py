@@ -103,6 +103,15 @@ EXPERT_TYPES = ("mxfp4", "f16", "f32")
 MAG = 16.0          # magnitude of the script/prompt/marker dims in the embeddings
 N_NOISE_MIN = 8     # dims left for the random "real" computation in scripted mode
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # OpenAI function-name rule
+_WORD = re.compile(r"[A-Za-z0-9_]{2,}")
+
+
+def common_words() -> tuple[str, ...]:
+    """1,200 frequent words of Claude Code's prompts (package data; provenance in the file)."""
+    from importlib.resources import files
+    text = files("sparkkit").joinpath("data/tiny_vocab_words.txt").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return tuple(ln for ln in lines if _WORD.fullmatch(ln))
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,10 @@ class TinySpec:
     seed: int = 0
     name: str = "tiny-gpt-oss (synthetic weights, for tests)"
     chat_template: str | None = None   # Jinja text to embed instead of HARMONY_TEMPLATE
+    # Words given merges (" word" too), so prompts cost ~2x fewer tokens than one per byte
+    # (Claude Code's first request: 63.7k -> 37.4k tokens); see common_words(). Words that
+    # would reach a script token or a marker word are skipped.
+    vocab_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,9 @@ def validate(spec: TinySpec) -> None:
         raise ParameterError("chat_template", spec.chat_template, "None (built-in harmony) or non-empty Jinja text")
     if spec.mode != "scripted" and spec.endless:
         raise ParameterError("endless", spec.endless, "False unless mode is 'scripted'")
+    bad = [w for w in spec.vocab_words if not isinstance(w, str) or not _WORD.fullmatch(w)]
+    if bad:
+        raise ParameterError("vocab_words", bad[0], "words of 2+ ASCII letters, digits or underscores")
     if spec.tool_name is not None:
         _validate_tool(spec)
     elif spec.tool_args != "{}":
@@ -246,8 +262,8 @@ def byte_encode(text: str) -> str:
     return "".join(B2U[b] for b in text.encode("utf-8"))
 
 
-def build_vocab(chain: list[str]) -> Vocab:
-    """256 byte tokens, prefix merges for WORDS, the special tokens, then the script entries."""
+def build_vocab(chain: list[str], words: tuple[str, ...] = ()) -> Vocab:
+    """256 byte tokens, prefix merges for WORDS, then for `words`, the special tokens, then the script."""
     tokens: list[str] = [B2U[b] for b in range(256)]
     types: list[int] = [gguf.TokenType.NORMAL] * 256
     merges: list[str] = []
@@ -264,6 +280,22 @@ def build_vocab(chain: list[str]) -> Vocab:
             if w[:i] not in index:
                 merges.append(f"{w[:i-1]} {w[i-1]}")
                 add(w[:i], gguf.TokenType.NORMAL)
+    # Extra words go after WORDS so their merges rank lower: the marker words still form first.
+    # Each word gets a prefix chain on itself and one "Ġ word" merge, which never creates a
+    # token like "Ġa" that would swallow a script entry (" a", " is", " user" ...).
+    script = {byte_encode(t) for t in chain}
+    markers = {w.lstrip("=Ġ") for w in WORDS}          # e.g. " functions" must stay Ġ + functions
+    for w in words:
+        pieces = [w[:i] for i in range(2, len(w) + 1)] + ["Ġ" + w]
+        if w in markers or any(p in script for p in pieces):
+            continue
+        for i in range(2, len(w) + 1):
+            if w[:i] not in index:
+                merges.append(f"{w[:i-1]} {w[i-1]}")
+                add(w[:i], gguf.TokenType.NORMAL)
+        if "Ġ" + w not in index:
+            merges.append(f"Ġ {w}")
+            add("Ġ" + w, gguf.TokenType.NORMAL)
     for s in SPECIAL_TOKENS:
         add(s, gguf.TokenType.CONTROL)
     script_ids = []
@@ -452,7 +484,7 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
     complete new one, never half of one."""
     t0 = time.perf_counter()
     validate(spec)
-    vocab = build_vocab(script_chain(spec))
+    vocab = build_vocab(script_chain(spec), spec.vocab_words)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".partial")
