@@ -48,3 +48,14 @@ def test_corrupt_state_file_is_reported_not_overwritten():
     with pytest.raises(records.SparkkitError, match="not readable JSON"):
         records.update_state("x", 1)
     assert records.state_path().read_text() == "{not json"
+
+
+def test_rerunning_a_step_keeps_the_earlier_record():
+    run = records.run_dir()
+    records.finish("06-verify", "pass", "first", {}, run)
+    records.finish("06-verify", "warn", "second", {}, run)
+    records.finish("06-verify", "pass", "third", {}, run)      # same second: nothing is lost either
+    kept = sorted(p.name for p in run.glob("06-verify*.json"))
+    assert len(kept) == 3 and json.loads((run / "06-verify.json").read_text())["headline"] == "third"
+    older = {json.loads(p.read_text())["headline"] for p in run.glob("06-verify.*.json")}
+    assert older == {"first", "second"}

@@ -140,6 +140,12 @@ def finish(step: str, verdict: str, headline: str, results: dict[str, Any], run_
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     path = Path(run_directory) / f"{step}.json"
+    if path.exists():   # a re-run of this step in the same run: keep the earlier record beside it
+        stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        keep, n = path.with_name(f"{step}.{stamp}.json"), 1
+        while keep.exists():
+            keep, n = path.with_name(f"{step}.{stamp}-{n}.json"), n + 1
+        os.replace(path, keep)
     _write_json(path, {"schema": RECORD_SCHEMA, "step": step, "verdict": verdict, "headline": headline,
                        "finished_at": now(), "results": redact(results)})
     v = Verdict(step, verdict, headline, path, results)
