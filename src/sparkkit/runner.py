@@ -12,11 +12,16 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from traitlets.config import Config
 
 from . import records
 
 EMBEDDED_TARGET_S = 90     # issue: make run on the embedded default, 2 cores, install excluded
 REPO_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
+
+
+# Kernels talk over Unix sockets, not TCP ports on localhost (ipykernel warns about unencrypted TCP).
+_IPC = Config({"KernelManager": {"transport": "ipc"}})
 
 
 def runbooks(directory: Path | None = None) -> list[Path]:
@@ -45,7 +50,8 @@ def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | Non
         out = target / nb_path.name
         try:
             nb = pm.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(target)},
-                                     kernel_name="python3", progress_bar=False, cwd=str(nb_path.parent))
+                                     kernel_name="python3", progress_bar=False, cwd=str(nb_path.parent),
+                                     config=_IPC)
             cells = _cell_seconds(nb)
         except pm.PapermillExecutionError as e:
             failed = f"{step}: {e.ename}: {e.evalue}"
