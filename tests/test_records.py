@@ -32,10 +32,14 @@ def test_run_dir_is_remembered_and_an_explicit_one_wins(tmp_path):
 
 def test_finish_writes_a_redacted_record_and_raises_on_fail(tmp_path):
     run = records.run_dir()
-    v = records.finish("05-serve", "pass", "ok", {"api_key": "sk-123", "nested": {"HF_TOKEN": "hf_x"}, "n": 1}, run)
+    v = records.finish("05-serve", "pass", "ok", {"api_key": "sk-123", "nested": {"HF_TOKEN": "hf_x"}, "n": 1,
+                                                  "env": {"ANTHROPIC_AUTH_TOKEN": "sk-9", "DGX_SERIAL_NUMBER": "1"},
+                                                  "prompt tokens": 512, "completion_tokens": 9}, run)
     data = json.loads(v.record_path.read_text())
     assert data["schema"] == "sparkkit.record/1" and data["verdict"] == "pass"
-    assert data["results"] == {"api_key": "***", "nested": {"HF_TOKEN": "***"}, "n": 1}
+    assert data["results"] == {"api_key": "***", "nested": {"HF_TOKEN": "***"}, "n": 1, "prompt tokens": 512,
+                               "env": {"ANTHROPIC_AUTH_TOKEN": "***", "DGX_SERIAL_NUMBER": "***"},
+                               "completion_tokens": 9}
     assert "sk-123" not in v.record_path.read_text()
     with pytest.raises(records.StepFailed, match="06-verify: FAIL"):
         records.finish("06-verify", "fail", "broken", {}, run)

@@ -28,7 +28,8 @@ STATE_SCHEMA = "sparkkit.state/1"
 VERDICTS = ("pass", "warn", "fail")
 
 # Keys whose values never reach a record, a table or a log line.
-_SECRET_KEY = re.compile(r"(token|api_key|apikey|secret|password|serial)", re.I)
+# Whole-key endings only: "HF_TOKEN", "api_key", "DGX_SERIAL_NUMBER" — not "prompt tokens".
+_SECRET_KEY = re.compile(r"(^|[_\-\s])(token|auth_token|api[_\-]?key|secret|password|serial(_number)?)$", re.I)
 
 
 class StepFailed(SparkkitError):
