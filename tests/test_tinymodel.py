@@ -10,6 +10,7 @@ import sys
 import time
 
 import gguf
+import numpy as np
 import httpx
 import pytest
 
@@ -280,3 +281,95 @@ def test_word_vocab_compresses_prose_and_keeps_the_script(with_words, with_tool)
     assert c["message"]["content"] == REPLY_TEXT and c["message"]["reasoning_content"] == REPLY_REASONING
     c = chat(with_words, [{"role": "user", "content": PROSE}], tools=[READ_TOOL])
     assert c["finish_reason"] == "tool_calls" and json.loads(c["message"]["tool_calls"][0]["function"]["arguments"]) == TOOL_ARGS
+
+
+# ------------------------------------------------------------------------------- release layout (full scale)
+
+from sparkkit.tinymodel import GPT_OSS_SHAPES, Layout, _Release, gpt_oss_spec, pad_vocab  # noqa: E402
+
+QT = gguf.GGMLQuantizationType
+SMALL_RELEASE = dict(n_embd=256, n_layer=2, n_head=8, n_head_kv=4, head_dim=32, n_expert=4, n_ff_exp=256,
+                     n_vocab=4096)
+
+
+def release_spec(**changes) -> TinySpec:
+    return gpt_oss_spec("gpt-oss-120b", tool_name="Read", tool_args=json.dumps(TOOL_ARGS), **{**SMALL_RELEASE, **changes})
+
+
+def test_full_scale_plan_has_the_release_shapes_types_and_size():
+    # The 120b plan without writing 59 GiB: tensor count, parameters and bytes as llama.cpp reads ggml-org's file.
+    spec = gpt_oss_spec("gpt-oss-120b", tool_name="Read", tool_args=json.dumps(TOOL_ARGS))
+    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words), spec.n_vocab)
+    rel = _Release(spec, vocab)
+    assert len(vocab.tokens) == 201088 and len(rel.plan) == 687
+    params = sum(int(np.prod(shape)) for _, shape, _ in rel.plan)
+    data = sum(rel.nbytes(shape, kind) for _, shape, kind in rel.plan)
+    assert round(params / 1e9, 2) == 116.83
+    assert round(data / 2**30, 2) == 59.02
+    kinds = {name: kind for name, _, kind in rel.plan}
+    assert kinds["token_embd.weight"] == kinds["output.weight"] == kinds["blk.0.attn_q.weight"] == QT.Q8_0
+    assert kinds["blk.35.ffn_down_exps.weight"] == QT.MXFP4
+    assert not isinstance(kinds["blk.0.ffn_gate_inp.weight"], QT) and not isinstance(kinds["blk.0.attn_sinks.weight"], QT)
+    assert GPT_OSS_SHAPES["gpt-oss-20b"] == {"n_layer": 24, "n_expert": 32}
+
+
+def test_release_file_keeps_the_script_exact_and_the_reserved_dims_unwritten(tmp_path):
+    spec = release_spec()
+    g = generate(tmp_path / "r.gguf", spec)
+    r = gguf.GGUFReader(g.path)
+    t = {x.name: x for x in r.tensors}
+    assert g.n_vocab == 4096 == len(field(r, "tokenizer.ggml.tokens"))
+    assert t["token_embd.weight"].tensor_type == QT.Q8_0 and t["blk.1.ffn_up_exps.weight"].tensor_type == QT.MXFP4
+    assert t["blk.0.attn_sinks.weight"].tensor_type == QT.F32
+    assert g.size_bytes == target_size(r)
+    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words), spec.n_vocab)
+    lay = Layout.of(len(vocab.script_ids))
+    deq = lambda name: gguf.quants.dequantize(t[name].data, t[name].tensor_type)  # noqa: E731
+    for il in range(spec.n_layer):
+        assert not deq(f"blk.{il}.attn_output.weight")[:lay.noise0].any() or il == spec.n_layer - 1
+        assert not deq(f"blk.{il}.ffn_down_exps.weight")[:, :lay.noise0, :].any()
+        assert not np.asarray(t[f"blk.{il}.ffn_down_exps.bias"].data)[:, :lay.noise0].any()
+        assert not np.asarray(t[f"blk.{il}.attn_output.bias"].data)[:lay.noise0].any()
+    last = deq(f"blk.{spec.n_layer - 1}.attn_output.weight")[:lay.noise0]
+    assert set(zip(*np.nonzero(last))) == {(lay.flag_tools, 0), (lay.flag_result, 1)}   # only the flag head writes
+    emb, lm = deq("token_embd.weight"), deq("output.weight")
+    ids = vocab.script_ids
+    assert emb[ids[3], 3] == pytest.approx(16, rel=1e-3) and emb[vocab.index["dummy7"], lay.prompt] == pytest.approx(16, rel=1e-3)
+    assert not lm[:, lay.noise0:].any()                  # the random computation never reaches the logits
+    assert lm[ids[1], 0] == pytest.approx(40 / np.sqrt(256), rel=1e-3)
+    assert np.count_nonzero(lm.any(axis=1)) <= len(ids) + 3   # only script targets, <|return|>, <|call|>
+
+
+def target_size(r: gguf.GGUFReader) -> int:
+    last = max(r.tensors, key=lambda x: x.data_offset)
+    return int(last.data_offset + last.n_bytes)
+
+
+def test_release_validation_names_the_field():
+    with pytest.raises(ValueError, match="`expert_type`"):
+        tinymodel.validate(release_spec(expert_type="f16"))
+    with pytest.raises(ValueError, match="`n_embd`"):
+        tinymodel.validate(release_spec(n_embd=272))
+    with pytest.raises(ValueError, match="`quant`"):
+        tinymodel.validate(TinySpec(quant="q2"))
+    with pytest.raises(ValueError, match="`n_vocab`"):
+        generate("/nonexistent/x.gguf", release_spec(n_vocab=100))
+
+
+@pytest.fixture(scope="module")
+def release(serve):
+    return serve(release_spec())
+
+
+def test_release_model_answers_every_agent_probe(release, tmp_path):
+    from sparkkit import verify
+    probe = tmp_path / "hello.txt"
+    probe.write_text("hello\n")
+    with verify.client(release) as c:
+        model = verify.served_model(c)
+        assert verify.chat(c, model)[0] and verify.chat_stream(c, model)[0]
+        assert verify.anthropic_messages(c, model)[0]
+    c = chat(release, [{"role": "user", "content": "Read /tmp/x/hello.txt"}], tools=[READ_TOOL], temperature=1.0)
+    assert c["finish_reason"] == "tool_calls" and json.loads(c["message"]["tool_calls"][0]["function"]["arguments"]) == TOOL_ARGS
+    c = chat(release, [{"role": "user", "content": "Hello"}], temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    assert c["message"]["content"] == REPLY_TEXT

@@ -14,6 +14,14 @@ to max_tokens); `endless` makes that loop first choice. With `tool_name`, a prom
 and holds no tool result yet gets `<|start|>assistant to=functions.NAME<|channel|>commentary json
 <|message|>ARGS<|call|>` instead. mode "random": garbage, which llama.cpp's gpt-oss parser rejects
 (HTTP 500) on chat/messages endpoints; only /completion and the tokenizer/template endpoints work.
+
+quant "release" (`gpt_oss_spec("gpt-oss-120b")`): the same script at the real gpt-oss shapes and in the
+tensor types of ggml-org's MXFP4 release (Q8_0 attention, embeddings and head; MXFP4 experts; F32
+norms, biases, sinks and router), vocab padded to the real 201088 entries. The tensor infos go
+through GGUFWriter and the data is streamed: the random parts are cut from a pool of random
+quantized blocks (research/gpu-standin.md, Appendix A), the scripted parts (the first block of each
+embedding/LM-head row, the rows that write the reserved residual dims) are computed, so a 59 GiB
+gpt-oss-120b-shaped file takes about as long as the disk needs to take it.
 """
 from __future__ import annotations
 
@@ -100,6 +108,7 @@ assert "".join(SCRIPT_REASONING) == REPLY_REASONING and "".join(SCRIPT_CONTENT) 
 
 MODES = ("scripted", "random")
 EXPERT_TYPES = ("mxfp4", "f16", "f32")
+QUANTS = ("tiny", "release")   # tiny: F16 dense tensors built in numpy; release: ggml-org's types, streamed
 MAG = 16.0          # magnitude of the script/prompt/marker dims in the embeddings
 N_NOISE_MIN = 8     # dims left for the random "real" computation in scripted mode
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # OpenAI function-name rule
@@ -139,6 +148,25 @@ class TinySpec:
     # (Claude Code's first request: 63.7k -> 37.4k tokens); see common_words(). Words that
     # would reach a script token or a marker word are skipped.
     vocab_words: tuple[str, ...] = ()
+    n_vocab: int = 0               # pad the vocab with unreachable dummy tokens to this size (0: no padding)
+    quant: str = "tiny"            # tiny | release (ggml-org's MXFP4 release types, streamed; see gpt_oss_spec)
+
+
+# The real gpt-oss shapes (openai/gpt-oss-{20b,120b} config.json; o200k_harmony has 201088 entries).
+GPT_OSS_SHAPES = {
+    "gpt-oss-120b": dict(n_layer=36, n_expert=128),
+    "gpt-oss-20b": dict(n_layer=24, n_expert=32),
+}
+
+
+def gpt_oss_spec(model: str = "gpt-oss-120b", **changes) -> TinySpec:
+    """A scripted spec with the exact tensor shapes and types of ggml-org's gpt-oss GGUF release
+    (gpt-oss-120b: 59.02 GiB, 116.83 B parameters as llama.cpp reads it)."""
+    check_choice("model", model, tuple(GPT_OSS_SHAPES))
+    base = dict(n_embd=2880, n_head=64, n_head_kv=8, head_dim=64, n_expert_used=4, n_ff_exp=2880,
+                sliding_window=128, context_length=131072, n_vocab=201088, quant="release",
+                name=f"{model} shapes, scripted weights (sparkkit stand-in)", **GPT_OSS_SHAPES[model])
+    return TinySpec(**{**base, **changes})
 
 
 @dataclass(frozen=True)
@@ -191,6 +219,8 @@ def validate(spec: TinySpec) -> None:
     """Raise ParameterError (a ValueError) naming the first field we cannot build from, and why."""
     check_choice("mode", spec.mode, MODES)
     check_choice("expert_type", spec.expert_type, EXPERT_TYPES)
+    check_choice("quant", spec.quant, QUANTS)
+    check_int("n_vocab", spec.n_vocab, 0)
     for field in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_expert", "n_ff_exp", "sliding_window",
                   "context_length"):
         check_int(field, getattr(spec, field), 1)
@@ -217,10 +247,23 @@ def validate(spec: TinySpec) -> None:
         _validate_tool(spec)
     elif spec.tool_args != "{}":
         raise ParameterError("tool_args", spec.tool_args, "'{}' unless tool_name is set")
+    if spec.quant == "release":
+        _validate_release(spec)
     n_script = len(script_chain(spec))
     if n_script and spec.n_embd < Layout.of(n_script).noise0 + N_NOISE_MIN:
         raise ParameterError("n_embd", spec.n_embd, f">= {Layout.of(n_script).noise0 + N_NOISE_MIN} (too small for "
                              f"the script: {n_script} script dims + 5 marker dims + {N_NOISE_MIN} noise dims)")
+
+
+def _validate_release(spec: TinySpec) -> None:
+    if spec.expert_type != "mxfp4":
+        raise ParameterError("expert_type", spec.expert_type, "'mxfp4' with quant 'release'")
+    for field in ("n_embd", "n_ff_exp"):                      # Q8_0 and MXFP4 rows: blocks of 32
+        if getattr(spec, field) % 32:
+            raise ParameterError(field, getattr(spec, field), "a multiple of 32 with quant 'release'")
+    if (spec.n_head * spec.head_dim) % 32:
+        raise ParameterError("head_dim", spec.head_dim, "a value with n_head × head_dim a multiple of 32 "
+                             "with quant 'release'")
 
 
 def _validate_tool(spec: TinySpec) -> None:
@@ -477,6 +520,291 @@ def _add_tensors(w: gguf.GGUFWriter, spec: TinySpec, vocab: Vocab) -> None:
             w.add_tensor(p + name + ".bias", t[name + ".bias"])
 
 
+# ---------------------------------------------------------------------------------- release layout
+
+Q8, MX = QT.Q8_0, QT.MXFP4
+_BLOCK_BYTES = {Q8: 34, MX: 17}
+_Q8_D = 3e-4           # Q8_0 scale of the random blocks: element rms ~0.02 (like the tiny model's weights)
+_Q8_D_WRITER = 1e-6    # ... of the blocks that write the residual stream: keep the script dims dominant
+_MX_E_WRITER = 8       # MXFP4 writers: scale bytes 8 lower (256x smaller elements)
+_WRITER_BIAS = 0.002
+
+
+def pad_vocab(vocab: Vocab, n_vocab: int) -> Vocab:
+    """Append unique dummy NORMAL tokens up to `n_vocab` entries. No merge leads to them, so no prompt
+    ever contains one; they only give token_embd/output (and the sampler) the real vocab size."""
+    if not n_vocab or n_vocab == len(vocab.tokens):
+        return vocab
+    if n_vocab < len(vocab.tokens):
+        raise ParameterError("n_vocab", n_vocab, f"0 or at least {len(vocab.tokens)} (the vocab's own size)")
+    tokens, types, index = list(vocab.tokens), list(vocab.types), dict(vocab.index)
+    i = 0
+    while len(tokens) < n_vocab:
+        text = f"dummy{i}"
+        i += 1
+        if text not in index:
+            index[text] = len(tokens)
+            tokens.append(text)
+            types.append(gguf.TokenType.NORMAL)
+    return Vocab(tokens, types, vocab.merges, index, vocab.script_ids)
+
+
+class _Pools:
+    """Random quantized blocks to cut tensors from (values don't steer these kernels' speed)."""
+
+    def __init__(self, rng: np.random.Generator, n_blocks: int):
+        mx = rng.integers(0, 256, size=(n_blocks, 17), dtype=np.uint8)
+        mx[:, 0] = rng.integers(119, 122, size=n_blocks, dtype=np.uint8)   # E8M0: |w| ~ 2^-9..2^-7 x {0..6}
+        q8 = rng.integers(0, 256, size=(n_blocks, 34), dtype=np.uint8)
+        q8[:, 0:2] = np.array([_Q8_D], dtype=np.float16).view(np.uint8)
+        mxw = mx.copy()
+        mxw[:, 0] -= _MX_E_WRITER
+        q8w = q8.copy()
+        q8w[:, 0:2] = np.array([_Q8_D_WRITER], dtype=np.float16).view(np.uint8)
+        self.pools = {(MX, False): mx, (MX, True): mxw, (Q8, False): q8, (Q8, True): q8w}
+        self.rng = rng
+
+    def take(self, kind: QT, n_blocks: int, writer: bool = False) -> np.ndarray:
+        """n_blocks random blocks, shape (n_blocks, block bytes): views where possible, wrapping the pool."""
+        pool = self.pools[(kind, writer)]
+        off = int(self.rng.integers(0, len(pool)))
+        if off + n_blocks <= len(pool):
+            return pool[off:off + n_blocks]
+        parts, left = [], n_blocks
+        while left:
+            part = pool[off:off + left]
+            parts.append(part)
+            left -= len(part)
+            off = 0
+        return np.concatenate(parts)
+
+
+def _q8_rows(rows: np.ndarray) -> np.ndarray:
+    """Quantize float rows exactly as gguf does, as (rows, blocks, 34) bytes."""
+    q = gguf.quants.quantize(np.ascontiguousarray(rows, dtype=np.float32), Q8)
+    return q.reshape(rows.shape[0], -1, 34)
+
+
+class _Release:
+    """Tensor list and streamed data of the release layout."""
+
+    def __init__(self, spec: TinySpec, vocab: Vocab, pool_blocks: int = 1 << 21):
+        self.spec, self.vocab = spec, vocab
+        self.rng = np.random.default_rng(spec.seed)
+        self.scripted = spec.mode == "scripted"
+        self.k = len(vocab.script_ids)
+        self.lay = Layout.of(self.k)
+        self.reserved = self.lay.noise0 if self.scripted else 0
+        self.pool_blocks = pool_blocks
+        self._pools: _Pools | None = None
+        E, nv = spec.n_embd, len(vocab.tokens)
+        self.head_cols = min(E, -(-max(self.reserved, 1) // 32) * 32)   # scripted dims live in these blocks
+        self._heads: tuple[np.ndarray, np.ndarray] | None = None
+        H, HKV, D, X, FF = spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_expert, spec.n_ff_exp
+        plan: list[tuple[str, tuple[int, ...], object]] = [
+            ("token_embd.weight", (nv, E), Q8), ("output_norm.weight", (E,), "ones"), ("output.weight", (nv, E), Q8)]
+        for il in range(spec.n_layer):
+            p = f"blk.{il}."
+            plan += [(p + "attn_norm.weight", (E,), "ones"), (p + "post_attention_norm.weight", (E,), "ones"),
+                     (p + "attn_q.weight", (H * D, E), Q8), (p + "attn_q.bias", (H * D,), 0.02),
+                     (p + "attn_k.weight", (HKV * D, E), Q8), (p + "attn_k.bias", (HKV * D,), 0.02),
+                     (p + "attn_v.weight", (HKV * D, E), Q8), (p + "attn_v.bias", (HKV * D,), 0.02),
+                     (p + "attn_output.weight", (E, H * D), Q8), (p + "attn_output.bias", (E,), "writer"),
+                     (p + "attn_sinks.weight", (H,), 1.0),
+                     (p + "ffn_gate_inp.weight", (X, E), 1 / np.sqrt(E)), (p + "ffn_gate_inp.bias", (X,), 0.02),
+                     (p + "ffn_gate_exps.weight", (X, FF, E), MX), (p + "ffn_up_exps.weight", (X, FF, E), MX),
+                     (p + "ffn_down_exps.weight", (X, E, FF), MX),
+                     (p + "ffn_gate_exps.bias", (X, FF), 0.02), (p + "ffn_up_exps.bias", (X, FF), 0.02),
+                     (p + "ffn_down_exps.bias", (X, E), "writer")]
+        self.plan = plan
+
+    @property
+    def pools(self) -> _Pools:
+        if self._pools is None:      # only when data is written (the plan alone is cheap)
+            self._pools = _Pools(self.rng, self.pool_blocks)
+        return self._pools
+
+    @staticmethod
+    def nbytes(shape: tuple[int, ...], kind: object) -> int:
+        n = int(np.prod(shape))
+        return n // 32 * _BLOCK_BYTES[kind] if kind in _BLOCK_BYTES else n * 4
+
+    # -- the scripted columns of token_embd and output (same wiring as embeddings_and_head) --
+    def _head_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        spec, vocab, lay, C = self.spec, self.vocab, self.lay, self.head_cols
+        E, nv, ids, index, K = spec.n_embd, len(vocab.tokens), vocab.script_ids, vocab.index, self.k
+        emb = np.zeros((nv, C), np.float32)
+        is_script = np.zeros(nv, bool)
+        is_script[ids] = True
+        emb[~is_script, lay.prompt] = MAG
+        for pos, tid in enumerate(ids):
+            emb[tid, pos] = MAG
+        lm = np.zeros((nv, C), np.float32)
+        alpha = 40.0 / np.sqrt(E)
+        nxt = {lay.prompt: ids[0], **{pos: ids[pos + 1] for pos in range(K - 1)}}
+        n_reason = len(SCRIPT_REASONING)
+        last_content = 1 + n_reason + len(SCRIPT_CONTENT)
+        for d, tid in nxt.items():
+            if d not in (last_content, K - 1):
+                lm[tid, d] = alpha
+        first_content = ids[n_reason + 2]
+        if spec.endless:
+            lm[first_content, last_content] = alpha
+        else:
+            lm[index["<|return|>"], last_content] = alpha
+            lm[first_content, last_content] = alpha / 2
+        if spec.tool_name:
+            lm[index["<|call|>"], K - 1] = alpha
+            lm[ids[K - 2], lay.flag_tools] = 3000.0
+            lm[ids[K - 2], lay.flag_result] = -60000.0
+            emb[index["functions"], lay.mark_tools] = MAG
+            emb[index["=assistant"], lay.mark_result] = MAG
+        lm[:, lay.noise0:] = 0.0
+        return _q8_rows(emb), _q8_rows(lm)
+
+    # -- data --
+    def chunks(self, name: str, shape: tuple[int, ...], kind: object):
+        """Yield the tensor's bytes in pieces (numpy arrays or bytes)."""
+        spec, rng = self.spec, self.rng
+        last = name.startswith(f"blk.{spec.n_layer - 1}.")
+        flag_head = self.scripted and spec.tool_name and last
+        if kind == "ones":
+            yield np.ones(shape, np.float32)
+        elif kind == "writer":                   # residual-stream biases: small, zero on the reserved dims
+            b = (rng.standard_normal(shape, dtype=np.float32) * np.float32(_WRITER_BIAS if self.scripted else 0.02))
+            b[..., :self.reserved] = 0.0
+            yield b
+        elif not isinstance(kind, QT):
+            t = rng.standard_normal(shape, dtype=np.float32) * np.float32(kind)
+            if flag_head:
+                self._flag_head_f32(name, t)
+            yield t
+        elif name in ("token_embd.weight", "output.weight"):
+            yield from self._vocab_matrix(name, shape)
+        elif name.endswith("ffn_down_exps.weight"):
+            X, E, FF = shape
+            row_blocks = FF // 32
+            for _ in range(X):                  # per expert: reserved rows zero, the rest small
+                if self.reserved:
+                    yield bytes(self.reserved * row_blocks * 17)
+                yield self.pools.take(MX, (E - self.reserved) * row_blocks, writer=self.scripted)
+        elif kind == MX:
+            n = int(np.prod(shape)) // 32
+            step = 1 << 22
+            for start in range(0, n, step):
+                yield self.pools.take(MX, min(step, n - start))
+        else:                                   # Q8_0 attention matrices
+            yield self._attention(name, shape, flag_head)
+
+    def _vocab_matrix(self, name: str, shape: tuple[int, ...]):
+        nv, E = shape
+        nb, hb = E // 32, self.head_cols // 32
+        if self.scripted and self._heads is None:
+            self._heads = self._head_columns()
+        head = None if not self.scripted else self._heads[0 if name == "token_embd.weight" else 1]
+        step = max(1, (32 << 20) // (nb * 34))
+        for r0 in range(0, nv, step):
+            n = min(step, nv - r0)
+            if name == "output.weight" and self.scripted:
+                rows = np.zeros((n, nb, 34), np.uint8)     # the random computation never reaches the logits
+            else:
+                rows = self.pools.take(Q8, n * nb).reshape(n, nb, 34).copy()
+            if head is not None:
+                rows[:, :hb, :] = head[r0:r0 + n]
+            yield rows
+
+    def _attention(self, name: str, shape: tuple[int, ...], flag_head: bool) -> np.ndarray:
+        rows_n, cols = shape
+        nb = cols // 32
+        writer = name.endswith("attn_output.weight") and self.scripted
+        t = self.pools.take(Q8, rows_n * nb, writer=writer).reshape(rows_n, nb, 34).copy()
+        if writer:
+            t[:self.reserved] = 0                # never write the script / marker dims
+        if flag_head:
+            self._flag_head_q8(name, t)
+        return t
+
+    # -- the tool flag head (last layer, head 0), as _wire_flag_head but on quantized rows --
+    def _flag_head_q8(self, name: str, t: np.ndarray) -> None:
+        spec, lay = self.spec, self.lay
+        E, H, HKV, D = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim
+        lo = D // 2 - 1
+
+        def row(values: dict[int, float], width: int) -> np.ndarray:
+            r = np.zeros((1, width), np.float32)
+            for col, v in values.items():
+                r[0, col] = v
+            return _q8_rows(r)[0]
+
+        if name.endswith("attn_q.weight"):
+            t[0:D] = 0
+            t[lo] = row({len(SCRIPT_REASONING): 8.0 / np.sqrt(E)}, E)
+        elif name.endswith("attn_k.weight"):
+            t[0:D] = 0
+        elif name.endswith("attn_v.weight"):
+            t[0] = row({lay.mark_tools: 1.0}, E)
+            t[1] = row({lay.mark_result: 1.0}, E)
+        elif name.endswith("attn_output.weight"):
+            for h in range(H // HKV):            # heads sharing kv-head 0 must not leak channels 0/1
+                for c in (h * D, h * D + 1):
+                    t[:, c // 32, 2 + c % 32] = 0
+            gain = 80.0 * np.sqrt(64.0 / E)      # 80 at the tiny model's width; keeps the flags moderate
+            t[lay.flag_tools] = row({0: gain}, H * D)
+            t[lay.flag_result] = row({1: gain}, H * D)
+
+    def _flag_head_f32(self, name: str, t: np.ndarray) -> None:
+        D, lo = self.spec.head_dim, self.spec.head_dim // 2 - 1
+        if name.endswith("attn_q.bias"):
+            t[0:D] = 0.0
+        elif name.endswith("attn_k.bias"):
+            t[0:D] = 0.0
+            t[lo] = 32.0
+        elif name.endswith("attn_v.bias"):
+            t[0:2] = 0.0
+        elif name.endswith("attn_sinks.weight"):
+            t[0] = 30.0
+
+
+def _write_tiny(partial: Path, spec: TinySpec, vocab: Vocab) -> None:
+    w = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT_OSS])   # "gpt-oss"
+    try:
+        _add_metadata(w, spec, vocab)
+        _add_tensors(w, spec, vocab)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+    finally:
+        w.close()
+
+
+def _write_release(partial: Path, spec: TinySpec, vocab: Vocab) -> None:
+    rel = _Release(spec, vocab)
+    w = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT_OSS])
+    try:
+        _add_metadata(w, spec, vocab)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        for name, shape, kind in rel.plan:
+            w.add_tensor_info(name, shape, np.dtype(np.float32), rel.nbytes(shape, kind),
+                              raw_dtype=kind if isinstance(kind, QT) else None)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        fout = w.fout[0]
+        for name, shape, kind in rel.plan:
+            w.write_padding(fout, fout.tell())
+            want, wrote = rel.nbytes(shape, kind), 0
+            for piece in rel.chunks(name, shape, kind):
+                mv = memoryview(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece).cast("B")
+                fout.write(mv)
+                wrote += len(mv)
+            if wrote != want:
+                raise AssertionError(f"{name}: wrote {wrote} bytes, expected {want}")
+            w.write_padding(fout, want)
+        fout.flush()
+    finally:
+        w.close()
+
+
 def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedModel:
     """Write the tiny gpt-oss GGUF for `spec` to `path` (parents created) and describe it.
 
@@ -484,20 +812,12 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
     complete new one, never half of one."""
     t0 = time.perf_counter()
     validate(spec)
-    vocab = build_vocab(script_chain(spec), spec.vocab_words)
+    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words), spec.n_vocab)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".partial")
     try:
-        w = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT_OSS])   # "gpt-oss"
-        try:
-            _add_metadata(w, spec, vocab)
-            _add_tensors(w, spec, vocab)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_tensors_to_file()
-        finally:
-            w.close()
+        (_write_release if spec.quant == "release" else _write_tiny)(partial, spec, vocab)
         with open(partial, "rb+") as f:   # on disk before the rename makes it visible
             os.fsync(f.fileno())
         os.replace(partial, final)
