@@ -1,25 +1,53 @@
-"""What kind of box this is, and whether it can serve the model (runbook 01).
+"""What kind of box this is, and whether it can serve the model with the chosen engine (runbook 01).
 
-Facts are read through `HostSource`, which reads files and runs commands on the live host. It
-is the seam where recorded host snapshots plug in. No check needs root; none reads the serial
-number in /etc/dgx-release; the HF token is only ever reported as present or absent.
+Facts are read through a `HostSource`: the live host (`HostSource`, here) or a recorded host
+snapshot (`sparkkit.snapshot.SnapshotSource`). Every read is total: a missing command, an
+unreadable file or odd output gives None, and the check that needed it says `skip` (or `warn`)
+with the reason. No check needs root. /etc/dgx-release holds the box's serial number: only its
+release keys are parsed, never a key containing SERIAL. The HF token is only ever present/absent.
+
+Checks (sources: research/spark.md, peers.md §1-2, engines.md): platform (GPU, maker from DGX_PLATFORM
+or DMI, arch) · GPU driver (GB10: the 580 branch) · CUDA toolkit on PATH (nvcc >= 13.0 for sm_121) ·
+DGX OS (the last DGX_OTA_VERSION, quoted or not; kernel) · firmware (fwupd) · usable memory
+(MemAvailable + SwapFree; nvidia-smi says "Not Supported") · page cache (SGLang/vLLM) · swap (SGLang
+with gpt-oss-120b wants 64 GiB) · disk (GGUF shards, root safetensors or the Ollama store) · HF token.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+from .box import GPU_QUERY, Facts, gather, gpu_info, meminfo  # noqa: F401  (meminfo: part of this API)
 
 GIB = 1024**3
+GB = 10**9
 STATUSES = ("pass", "warn", "fail", "skip")
+ENGINES = ("llamacpp", "ollama", "sglang", "vllm")   # 01 checks all four; 04 on drive llamacpp only
 # Desktop, page cache and the engine's own buffers need room besides the model (spark.md §2).
 HEADROOM_BYTES = 4 * GIB
+DRIVER_BRANCH = "580"            # spark.md §1: NVIDIA supports only the 580 branch on GB10
+SWAP_MIN = 8 * GIB
+# LMSYS: enable/enlarge swap before SGLang loads gpt-oss-120b; sglang#37931: 64 GB cured the load OOM.
+SWAP_SGLANG_120B = 64 * GIB
+# What each engine keeps on disk (spark.md §7): SGLang/vLLM the root safetensors of openai/gpt-oss-*
+# (15 shards ≈65 GB; 20b ≈13.8 GB), Ollama its own store (ollama.com/library/gpt-oss: 65 GB, 14 GB).
+# llama.cpp: the GGUF size from sparkkit.model's catalogue.
+ENGINE_WEIGHTS = {"sglang": {"gpt-oss-120b": 65 * GB, "gpt-oss-20b": int(13.8 * GB)},
+                  "vllm": {"gpt-oss-120b": 65 * GB, "gpt-oss-20b": int(13.8 * GB)},
+                  "ollama": {"gpt-oss-120b": 65 * GB, "gpt-oss-20b": 14 * GB}}
+WEIGHTS_HOME = {"sglang": "~/.cache/huggingface", "vllm": "~/.cache/huggingface",
+                "ollama": "/usr/share/ollama/.ollama/models"}
+ENGINE_NAMES = {"llamacpp": "llama.cpp", "ollama": "Ollama", "sglang": "SGLang", "vllm": "vLLM"}
+UPDATE = "sudo apt update && sudo apt dist-upgrade && sudo fwupdmgr refresh && sudo fwupdmgr upgrade && sudo reboot"
+DROP_CACHES = "sudo sh -c 'sync; echo 3 > /proc/sys/vm/drop_caches'"
+NVCC_DEFAULT = "/usr/local/cuda/bin/nvcc"
 
 
 @dataclass(frozen=True)
@@ -37,20 +65,33 @@ class Check:
 class HostSource:
     """The live host. Every read is total: a missing file or command gives None, never raises."""
 
+    label = "this machine"
+    is_snapshot = False
+
     def read(self, path: str) -> str | None:
         try:
             return Path(path).read_text(errors="replace")
         except OSError:
             return None
 
-    def run(self, *argv: str, timeout: float = 10.0) -> str | None:
+    def run_full(self, *argv: str, timeout: float = 10.0) -> tuple[int | None, str]:
+        """(exit status, stdout); (None, "") when the command is not there or does not answer."""
         if shutil.which(argv[0]) is None:
-            return None
+            return None, ""
         try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout if out.returncode == 0 else None
+            out = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None, ""
+        return out.returncode, out.stdout
+
+    def run(self, *argv: str, timeout: float = 10.0, ok: tuple[int, ...] = (0,)) -> str | None:
+        rc, out = self.run_full(*argv, timeout=timeout)
+        return out if rc in ok else None
+
+    def recorded(self, key: str) -> bool:
+        """Whether this source could know `key` (a path or a command line). The live host always can."""
+        return True
 
     def machine(self) -> str:
         return platform.machine()
@@ -64,27 +105,245 @@ class HostSource:
         except OSError:
             return None
 
+    def file_size(self, path: str) -> int | None:
+        try:
+            return Path(path).expanduser().stat().st_size
+        except OSError:
+            return None
+
     def exists(self, path: str) -> bool:
         return Path(path).expanduser().is_file()
 
     def env_has(self, name: str) -> bool:
         return bool(os.environ.get(name))
 
-
-def meminfo(text: str | None) -> dict[str, int]:
-    """/proc/meminfo → bytes per key."""
-    out: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            out[key.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
-    return out
+    def hf_token(self) -> bool | None:
+        """Presence only: the token's value is never read into memory here, let alone printed."""
+        hf_home = os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        return self.env_has("HF_TOKEN") or self.exists(os.path.join(hf_home, "token"))
 
 
 def detect_gpus(src: HostSource) -> list[str]:
-    csv = src.run("nvidia-smi", "--query-gpu=name", "--format=csv,noheader")
-    return [ln.strip() for ln in (csv or "").splitlines() if ln.strip()]
+    return gpu_info(src).names
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+@dataclass
+class Need:
+    model: str
+    engine: str
+    weights_bytes: int
+    weights_dir: str
+    files: tuple[str, ...] = ()   # llama.cpp's shards: what is already there is not needed twice
+
+
+def _missing(src: HostSource, key: str, live: str) -> str:
+    return live if src.recorded(key) else f"{key} is not in this snapshot"
+
+
+# ----------------------------------------------------------------------------- the checks
+def _check(name: str, why: str):
+    return lambda status, value, fix="": Check(name, status, value, why, fix)
+
+
+def _platform(f: Facts, n: Need) -> Check:
+    c = _check("platform", "gpt-oss-120b needs the GB10's 128 GB of unified memory; only nvidia-smi names the GPU")
+    arch = f.machine or "arch unknown"
+    made = f"{f.box or 'maker not said'}" + (f" ({f.box_from})" if f.box_from else "")
+    if f.is_gb10:
+        mem = f" · nvidia-smi memory: {f.gpu.memory} (unified memory)" if f.gpu.memory == "Not Supported" else ""
+        return c("pass", f"{f.gpu.names[0]} · {made} · {arch}{mem}")
+    if f.gpu.names:
+        return c("warn", f"{', '.join(f.gpu.names)} ({arch}) — not a GB10; the runbooks are tuned for GB10, other "
+                 "NVIDIA GPUs take the same llama.cpp path", "nothing to fix; plans use this GPU's memory as reported")
+    if not f.src.recorded(" ".join(GPU_QUERY)) and not f.src.recorded("nvidia-smi"):
+        return c("skip", f"nvidia-smi is not in this snapshot; {made} · {arch}")
+    if f.dgx is not None:
+        return c("fail", f"DGX OS box ({made}) but nvidia-smi lists no GPU: the driver does not reach it",
+                 "sudo reboot, then nvidia-smi; if it still lists nothing: "
+                 "docs.nvidia.com/dgx/dgx-spark/known-issues.html")
+    if n.engine == "llamacpp":
+        return c("skip", f"no NVIDIA GPU found ({arch}); using the embedded default (a tiny gpt-oss-architecture "
+                 "model on the CPU)", "run these runbooks on the Spark itself for the real model")
+    slow = " (Ollama would fall back to the CPU: far too slow)" if n.engine == "ollama" else ""
+    return c("warn" if slow else "fail", f"no NVIDIA GPU found ({arch}); {ENGINE_NAMES[n.engine]} serves {n.model} "
+             f"on one{slow}", "run 01 on the GB10 box, or -p engine llamacpp for the embedded default here")
+
+
+def _driver(f: Facts, n: Need) -> Check:
+    c = _check("GPU driver", "NVIDIA supports only the 580 driver branch on DGX Spark (DGX OS pairs it with its "
+               "kernel and firmware)")
+    if not f.gpu.names or not f.gpu.driver:
+        return c("skip", "nvidia-smi reported no driver version" if f.gpu.names else "no NVIDIA GPU to ask")
+    value = f"{f.gpu.driver}" + (f" (CUDA {f.gpu.cuda})" if f.gpu.cuda else "")
+    if not f.is_gb10 or f.gpu.driver.split(".")[0] == DRIVER_BRANCH:
+        return c("pass", value)
+    return c("warn", f"{value} — not on the {DRIVER_BRANCH} branch", f"sudo apt install nvidia-driver-"
+             f"{DRIVER_BRANCH}-open linux-modules-nvidia-{DRIVER_BRANCH}-open-nvidia-hwe-24.04 && sudo reboot")
+
+
+def _cuda(f: Facts, n: Need) -> Check:
+    c = _check("CUDA toolkit on PATH", "building llama.cpp for the GB10 (sm_121) needs nvcc 13.0 or later")
+    install = "sudo apt install cuda-toolkit-13-0 && export PATH=/usr/local/cuda/bin:$PATH"
+    if not f.is_gb10:
+        return c("skip", "no GB10: the embedded default needs no CUDA toolkit")
+    if n.engine != "llamacpp":
+        return c("pass", f"not needed: {ENGINE_NAMES[n.engine]} ships its own CUDA runtime")
+    on_path, at_default = f.src.run("nvcc", "--version"), f.src.run(NVCC_DEFAULT, "--version")
+    if on_path is None and at_default is None:
+        if not f.src.recorded("nvcc --version") and not f.src.recorded(f"{NVCC_DEFAULT} --version"):
+            return c("skip", "nvcc --version is not in this snapshot")
+        return c("warn", f"no nvcc on PATH or at {NVCC_DEFAULT}", install)
+    m = re.search(r"release (\d+)\.(\d+)", on_path or at_default or "")
+    release = f"{m.group(1)}.{m.group(2)}" if m else "(unknown release)"
+    if m and int(m.group(1)) < 13:
+        return c("warn", f"nvcc {release}: too old for sm_121", install)
+    if on_path is None:
+        return c("warn", f"nvcc {release} is at {NVCC_DEFAULT} but not on PATH", "export PATH=/usr/local/cuda/bin:$PATH")
+    return c("pass", f"nvcc {release} on PATH")
+
+
+def _dgx_os(f: Facts, n: Need) -> Check:
+    c = _check("DGX OS", "DGX OS updates bring the driver, kernel and firmware fixes GB10 boxes need")
+    kernel = (f.src.run("uname", "-r") or "").strip()
+    tail = "".join(f" · {s}" for s in (f.os_name, f"kernel {kernel}" if kernel else "") if s)
+    if f.dgx is None:
+        if not f.src.recorded("/etc/dgx-release"):
+            return c("skip", f"/etc/dgx-release is not in this snapshot{tail}")
+        if f.is_gb10:
+            return c("warn", f"no /etc/dgx-release: not DGX OS{tail}", "reinstall DGX OS "
+                     "(docs.nvidia.com/dgx/dgx-spark: system recovery)")
+        return c("skip", f"not DGX OS (no /etc/dgx-release){tail}")
+    ota, factory = f.dgx.get("DGX_OTA_VERSION", []), (f.dgx.get("DGX_SWBUILD_VERSION") or ["?"])[-1]
+    if not any(k.startswith("DGX_") for k in f.dgx):
+        return c("warn", f"/etc/dgx-release holds no DGX_* release keys{tail}", "cat /etc/dgx-release: it should "
+                 "list DGX_SWBUILD_VERSION and DGX_OTA_VERSION; if it does not, ask NVIDIA support")
+    if not ota:
+        return c("warn", f"factory image {factory}, never updated{tail}", UPDATE)
+    value = f"DGX OS {ota[-1]} (factory {factory}, {len(ota)} update{'s' * (len(ota) > 1)}){tail}"
+    if kernel.startswith("7.0.0-1019-"):
+        return c("warn", value + " — the kernel NVIDIA named for a CMA-accounting issue", UPDATE)
+    return c("pass", value)
+
+
+def _firmware(f: Facts, n: Need) -> Check:
+    c = _check("firmware", "GB10 firmware (EC, UEFI) comes through fwupd; NVIDIA's update sequence ends with "
+               "fwupdmgr upgrade")
+    if not f.is_gb10:
+        return c("skip", "no GB10")
+    try:
+        devices = json.loads(f.src.run("fwupdmgr", "get-devices", "--json", timeout=30) or "null")["Devices"]
+        shown = [f"{d['Name']} {d['Version']}" for d in devices if d.get("Name") and d.get("Version")]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        shown = []
+    rc, out = f.src.run_full("fwupdmgr", "get-updates", "--json", timeout=30)
+    pending: list[str] | None = [] if rc == 2 else None          # 2: fwupdmgr had nothing to do
+    if rc == 0:
+        try:
+            pending = [d.get("Name", "?") for d in json.loads(out).get("Devices", []) if d.get("Releases")]
+        except (ValueError, AttributeError):
+            pending = None
+    value = ", ".join(shown[:3]) or "devices unknown"
+    if pending is None:
+        if not shown and not f.src.recorded("fwupdmgr get-devices --json"):
+            return c("skip", "fwupdmgr output is not in this snapshot")
+        return c("skip", f"{value}; whether an update is pending is unknown",
+                 "sudo fwupdmgr refresh && fwupdmgr get-updates")
+    if pending:
+        return c("warn", f"{value}; update pending for {', '.join(pending)}", "sudo fwupdmgr refresh && "
+                 "sudo fwupdmgr upgrade")
+    return c("pass", f"{value}; no update pending (as of fwupd's last refresh)")
+
+
+def _memory(f: Facts, n: Need) -> tuple[Check, int]:
+    c = _check("usable memory", "on GB10 nvidia-smi reports no memory (\"Not Supported\"); /proc/meminfo is the "
+               "truth, MemTotal is ~121.6 GiB on a 128 GB box, and the page cache shares the unified memory")
+    mem = f.mem
+    if "MemAvailable" not in mem:
+        return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo unreadable or without MemAvailable")), 0
+    usable, need = mem["MemAvailable"] + mem.get("SwapFree", 0) - HEADROOM_BYTES, n.weights_bytes + 2 * GIB
+    value = (f"{_gib(usable)} (MemAvailable {_gib(mem['MemAvailable'])} + SwapFree "
+             + (_gib(mem["SwapFree"]) if "SwapFree" in mem else "not recorded")
+             + f" − {HEADROOM_BYTES // GIB} headroom; MemTotal {_gib(mem.get('MemTotal', 0))}); "
+             f"{n.model} needs ≥ {_gib(need)}")
+    if usable >= need:
+        return c("pass", value), usable
+    too_small = mem.get("MemTotal", 0) + mem.get("SwapTotal", 0) - HEADROOM_BYTES < need
+    return c("fail", value, "this box is too small for it: use -p model gpt-oss-20b, or a GB10" if too_small else
+             f"stop what holds memory (other model servers: docker ps, ollama ps), then {DROP_CACHES}"), usable
+
+
+def _page_cache(f: Facts, n: Need) -> Check:
+    c = _check("page cache", "SGLang and vLLM before 0.24 size their memory from what CUDA reports free, which leaves "
+               "out the page cache on unified memory (vllm#35313); llama.cpp counts it as available (llama.cpp #17368)")
+    if not f.is_gb10:
+        return c("skip", "no GB10: only unified memory shares the page cache with the GPU")
+    mem = f.mem
+    if "MemFree" not in mem or ("Cached" not in mem and "MemAvailable" not in mem):
+        return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo has no MemFree or Cached line"))
+    if "Cached" in mem:
+        cache, how = mem["Cached"] + mem.get("Buffers", 0), "cached"
+    else:                       # not recorded: what the kernel could reclaim beyond free memory
+        cache, how = max(mem["MemAvailable"] - mem["MemFree"], 0), "reclaimable (MemAvailable − MemFree)"
+    value = f"{_gib(cache)} {how}, {_gib(mem['MemFree'])} free"
+    if n.engine in ("sglang", "vllm") and cache >= GIB and mem["MemFree"] - HEADROOM_BYTES < n.weights_bytes + 2 * GIB:
+        who = "SGLang" if n.engine == "sglang" else "vLLM before 0.24"
+        return c("warn", f"{value}; {who} would see only the free part", DROP_CACHES)
+    return c("pass", value)
+
+
+def _swap(f: Facts, n: Need) -> Check:
+    c = _check("swap", "a large model load spikes memory; swap keeps the box alive (running out of unified memory "
+               "can wedge it)")
+    total = f.mem.get("SwapTotal")
+    if total is None:
+        return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo has no SwapTotal line"))
+    need = SWAP_SGLANG_120B if (n.engine == "sglang" and n.model == "gpt-oss-120b") else SWAP_MIN
+    files = [ln.split()[0] for ln in (f.src.read("/proc/swaps") or "").splitlines()[1:]
+             if ln.split()[1:2] == ["file"]]
+    value = _gib(total) + (f" ({', '.join(files)})" if files else "")
+    if total >= need or not f.is_gb10:
+        return c("pass", value)
+    s, size = (files[0] if len(files) == 1 else "/swapfile"), f"{need // GIB}G"
+    fix = f"sudo fallocate -l {size} {s} && sudo chmod 600 {s} && sudo mkswap {s} && sudo swapon {s}"
+    fix = f"sudo swapoff {s} && {fix}" if len(files) == 1 else \
+        f"{fix} && echo '{s} none swap sw 0 0' | sudo tee -a /etc/fstab"
+    who = "SGLang loading gpt-oss-120b" if need == SWAP_SGLANG_120B else ENGINE_NAMES[n.engine]
+    return c("warn", f"{value}; {who} wants ≥ {_gib(need)}", fix)
+
+
+def _disk(f: Facts, n: Need) -> Check:
+    what = {"llamacpp": "GGUF shards", "ollama": "Ollama store"}.get(n.engine, "root safetensors")
+    c = _check("disk", f"the {what} of {n.model} go here")
+    free = f.src.disk_free(n.weights_dir)
+    if free is None:
+        return c("skip", f"cannot stat {n.weights_dir}" + ("" if f.src.recorded("df -P -k") else
+                                                          " (df -P -k is not in this snapshot)"))
+    have = sum(f.src.file_size(os.path.join(n.weights_dir, p)) or 0 for p in n.files)
+    need = max(n.weights_bytes - have, 0) + GIB
+    value = f"{_gib(free)} free at {n.weights_dir}; need {_gib(need)}" + (f" ({_gib(have)} already there)"
+                                                                          if have else "")
+    if free >= need:
+        return c("pass", value)
+    return c("fail", value, "free space there, or move the store: sudo systemctl edit ollama.service, add "
+             "Environment=\"OLLAMA_MODELS=/bigger/disk\"" if n.engine == "ollama" else
+             "free space there, or pass -p model_dir <a bigger disk>")
+
+
+def _hf_token(f: Facts, n: Need) -> Check:
+    c = _check("HF token", "public gpt-oss repos download without one, but rate limits are stricter")
+    if n.engine == "ollama" or n.model == "embedded":
+        return c("pass", "not needed: " + ("Ollama pulls from its own registry" if n.engine == "ollama" else
+                                           "the embedded model is generated here"))
+    token = f.src.hf_token()
+    if token is None:
+        return c("skip", "not in this snapshot")
+    if token or not f.is_gb10:
+        return c("pass", "present" if token else "absent")
+    return c("warn", "absent", "export HF_TOKEN=hf_... (or: hf auth login)")
 
 
 @dataclass
@@ -93,6 +352,11 @@ class HostReport:
     target: str                 # "gb10" or "embedded"
     usable_bytes: int           # MemAvailable + SwapFree - headroom
     checks: list[Check]
+    engine: str = "llamacpp"
+    model: str = ""
+    source: str = "this machine"
+    box: str = ""
+    notes: list[str] = field(default_factory=list)     # what a snapshot held that could not be used
 
     @property
     def verdict(self) -> str:
@@ -101,109 +365,84 @@ class HostReport:
 
     @property
     def headline(self) -> str:
-        box = "GB10 box" if self.is_gb10 else "not a GB10 box — embedded default"
+        box = f"GB10 box ({self.box or 'maker not said'})" if self.is_gb10 else \
+            "not a GB10 box — embedded default" if self.model == "embedded" else "not a GB10 box"
+        where = f"{self.source}: " if self.source != "this machine" else ""
         skipped = [c.name for c in self.checks if c.status == "skip"]
+        usable = "usable memory unknown" if "usable memory" in skipped else f"{self.usable_bytes / GIB:.1f} GiB usable"
         tail = f"; could not check: {', '.join(skipped)}" if skipped else ""
-        return f"{box}, {self.usable_bytes / GIB:.1f} GiB usable{tail}"
+        notes = f"; {'; '.join(self.notes)}" if self.notes else ""
+        return f"{where}{box}, {usable}{tail}{notes}"
 
-    def table(self) -> pd.DataFrame:
+    def table(self):
+        import pandas as pd
         return pd.DataFrame([asdict(c) for c in self.checks])
+
+    def statuses(self) -> dict[str, str]:
+        return {c.name: c.status for c in self.checks}
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
         return self.verdict, self.headline, self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {"is_gb10": self.is_gb10, "target": self.target, "usable_bytes": self.usable_bytes,
-                "checks": [asdict(c) for c in self.checks]}
+                "engine": self.engine, "model": self.model, "source": self.source, "box": self.box,
+                "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
 
 
-def preflight(model_bytes: int, model_dir: str, source: HostSource | None = None) -> HostReport:
-    """Run the host checks for serving a model of `model_bytes` from `model_dir`."""
+def need_for(model: str, engine: str, model_dir: str = "", source: HostSource | None = None) -> Need:
+    """What serving `model` with `engine` takes on disk and in memory, and where its weights go."""
+    from . import records
+    from .model import CATALOGUE, architecture
+    if engine == "llamacpp" or model == "embedded":
+        default = "~/.sparkkit/models" if source is not None and source.is_snapshot else str(records.home() / "models")
+        files = CATALOGUE[model].hf_files if model in CATALOGUE else ()
+        return Need(model, engine, architecture(model).weights_bytes, model_dir or default, files=files)
+    return Need(model, engine, ENGINE_WEIGHTS[engine][model], model_dir or WEIGHTS_HOME[engine])
+
+
+def preflight(model: str, engine: str = "llamacpp", model_dir: str = "",
+              source: HostSource | None = None, facts: Facts | None = None) -> HostReport:
+    """Run the host checks for serving `model` (a resolved name) with `engine`, weights in `model_dir`."""
     src = source or HostSource()
-    checks: list[Check] = []
-
-    gpus = detect_gpus(src)
-    is_gb10 = any("GB10" in g for g in gpus)
-    if is_gb10:
-        checks.append(Check("platform", "pass", f"{gpus[0]} ({src.machine()})",
-                            "gpt-oss-120b needs the GB10's 128 GB of unified memory"))
-    elif gpus:
-        checks.append(Check("platform", "warn", f"{', '.join(gpus)} ({src.machine()}) — not a GB10",
-                            "the runbooks are tuned for GB10; other NVIDIA GPUs work with the same llama.cpp path",
-                            "nothing to fix; plans use this GPU's memory as reported"))
-    else:
-        checks.append(Check("platform", "skip", f"no NVIDIA GPU found ({src.machine()}); using the embedded default",
-                            "without a GB10 the runbooks serve a tiny gpt-oss-architecture model on the CPU",
-                            "run these runbooks on the Spark itself for the real model"))
-
-    mem = meminfo(src.read("/proc/meminfo"))
-    if "MemAvailable" in mem:
-        usable = mem["MemAvailable"] + mem.get("SwapFree", 0) - HEADROOM_BYTES
-        need = model_bytes + 2 * GIB
-        status = "pass" if usable >= need else "fail"
-        checks.append(Check("usable memory", status,
-                            f"{usable / GIB:.1f} GiB (MemAvailable {mem['MemAvailable'] / GIB:.1f} + SwapFree "
-                            f"{mem.get('SwapFree', 0) / GIB:.1f} − {HEADROOM_BYTES // GIB} headroom; "
-                            f"MemTotal {mem.get('MemTotal', 0) / GIB:.1f} GiB); model needs ≥ {need / GIB:.1f}",
-                            "on GB10 nvidia-smi reports no memory; /proc/meminfo is the truth, and the page "
-                            "cache competes with the model for unified memory",
-                            "" if status == "pass" else "sudo sh -c 'sync; echo 3 > /proc/sys/vm/drop_caches'"))
-    else:
-        usable = 0
-        checks.append(Check("usable memory", "skip", "/proc/meminfo unreadable", "needed to plan memory"))
-
-    swap_total = mem.get("SwapTotal")
-    if swap_total is None:
-        checks.append(Check("swap", "skip", "unknown", "swap keeps a load spike from killing the server"))
-    else:
-        checks.append(Check("swap", "pass" if swap_total >= 8 * GIB or not is_gb10 else "warn",
-                            f"{swap_total / GIB:.1f} GiB",
-                            "a large model load can spike memory; swap keeps the box alive",
-                            "" if swap_total >= 8 * GIB else
-                            "sudo fallocate -l 16G /swapfile && sudo chmod 600 /swapfile && sudo mkswap /swapfile "
-                            "&& sudo swapon /swapfile"))
-
-    free = src.disk_free(model_dir)
-    need_disk = model_bytes + GIB
-    if free is None:
-        checks.append(Check("disk", "skip", f"cannot stat {model_dir}", "the weights must fit on disk"))
-    else:
-        checks.append(Check("disk", "pass" if free >= need_disk else "fail",
-                            f"{free / GIB:.1f} GiB free at {model_dir}; need {need_disk / GIB:.1f}",
-                            "the weights are downloaded here",
-                            "" if free >= need_disk else "free space, or pass -p model_dir <a bigger disk>"))
-
-    # Presence only: the token's value is never read into memory here, let alone printed.
-    token = src.env_has("HF_TOKEN") or src.exists("~/.cache/huggingface/token")
-    checks.append(Check("HF token", "pass" if token or not is_gb10 else "warn",
-                        "present" if token else "absent",
-                        "public gpt-oss repos download without one, but rate limits are stricter",
-                        "" if token else "export HF_TOKEN=hf_... (or: hf auth login)"))
-
-    if is_gb10:
-        nvcc = src.run("nvcc", "--version")
-        checks.append(Check("CUDA toolkit on PATH", "pass" if nvcc else "warn",
-                            "nvcc found" if nvcc else "nvcc not on PATH",
-                            "building llama.cpp with CUDA needs nvcc",
-                            "" if nvcc else "export PATH=/usr/local/cuda/bin:$PATH"))
-
-    return HostReport(is_gb10=is_gb10, target="gb10" if is_gb10 else "embedded", usable_bytes=max(usable, 0),
-                      checks=checks)
+    f, n = facts or gather(src), need_for(model, engine, model_dir, src)
+    memory, usable = _memory(f, n)
+    checks = [_platform(f, n), _driver(f, n), _cuda(f, n), _dgx_os(f, n), _firmware(f, n), memory,
+              _page_cache(f, n), _swap(f, n), _disk(f, n), _hf_token(f, n)]
+    return HostReport(is_gb10=f.is_gb10, target="gb10" if f.is_gb10 else "embedded", usable_bytes=max(usable, 0),
+                      checks=checks, engine=engine, model=model, source=src.label, box=f.box,
+                      notes=list(getattr(src, "problems", [])))
 
 
 def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
-        source: HostSource | None = None) -> tuple[HostReport, str]:
-    """Runbook 01: resolve `auto`, run the checks, and hand the results to later steps."""
-    from . import records
-    from .engines import check_engine
-    from .model import architecture, resolve
+        source: HostSource | None = None, host: str = "") -> tuple[HostReport, str]:
+    """Runbook 01: resolve `auto`, run the checks, and hand the results to later steps.
 
-    check_engine(engine)
-    src = source or HostSource()
-    target = "gb10" if any("GB10" in g for g in detect_gpus(src)) else "embedded"
-    chosen = resolve(model, target)
-    directory = model_dir or str(records.home() / "models")
-    report = preflight(architecture(chosen).weights_bytes, directory, src)
-    records.update_state("host", {**report.to_dict(), "checked_at": records.now()})
-    records.update_state("choice", {"model": chosen, "engine": engine, "model_dir": directory})
+    With `host` (a snapshot directory) the checks read that snapshot instead of this machine, and
+    nothing is written to the state file: later runbooks run here, so they must keep seeing this
+    machine (a snapshot of a GB10 must not make them build for a GPU this machine lacks). The
+    report still goes into 01's record, which names the snapshot as its source."""
+    from . import records
+    from .errors import ParameterError, check_choice
+    from .model import MODEL_CHOICES, resolve
+
+    check_choice("engine", engine, ENGINES)
+    check_choice("model", model, MODEL_CHOICES)
+    if host:
+        from .snapshot import load
+        src: HostSource = load(host)
+    else:
+        src = source or HostSource()
+    facts = gather(src)
+    chosen = resolve(model, "gb10" if facts.is_gb10 else "embedded")
+    if chosen == "embedded" and engine != "llamacpp":
+        if model == "embedded":
+            raise ParameterError("model", model, f"gpt-oss-120b or gpt-oss-20b with engine {engine} "
+                                 "(the embedded model is served by llamacpp only)")
+        chosen = "gpt-oss-120b"
+    report = preflight(chosen, engine, model_dir, src, facts)
+    if not src.is_snapshot:
+        records.update_state("host", {**report.to_dict(), "checked_at": records.now()})
+        records.update_state("choice", {"model": chosen, "engine": engine,
+                                        "model_dir": need_for(chosen, engine, model_dir).weights_dir})
     return report, chosen
