@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the server sparkkit started (never any other process)")
     sub.add_parser("status", help="is the sparkkit server running?")
     sub.add_parser("install-cli", help="install the pinned Claude Code CLI")
+    snap = sub.add_parser("snapshot", help="save this machine's host facts in DIR (serials and tokens redacted), "
+                          "for 01's -p host or a bug report")
+    snap.add_argument("dir", metavar="DIR", help="a new or empty directory")
     a = ap.parse_args(argv)
     if a.cmd == "run":
         from .runner import run_all
@@ -32,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         from .claude import cli_version, ensure_cli
         cli = ensure_cli()
         print(f"{cli} ({cli_version(cli)})")
+        return 0
+    if a.cmd == "snapshot":
+        from .errors import ParameterError
+        from .snapshot import capture
+        try:
+            print(capture(a.dir, parameter="DIR"))
+        except ParameterError as e:
+            print(f"sparkkit snapshot: {e}", file=sys.stderr)
+            return 2
         return 0
     return 2
 
