@@ -1,100 +1,338 @@
-"""01's checks on recorded hosts (a small dict-backed source; full snapshots come with issue 3)."""
-from sparkkit import host
-from sparkkit.model import CATALOGUE
+"""01's checks, proven on recorded hosts.
 
-GIB = 2**30
-# MemTotal 127,535,084 kB is what a DGX Spark reports (research/spark.md §2, doctor.py fixture);
-# the other lines are the shape /proc/meminfo always has.
-SPARK_MEMINFO = """MemTotal:       127535084 kB
-MemFree:         9123456 kB
-MemAvailable:  118000000 kB
-SwapTotal:      16777212 kB
-SwapFree:       16777212 kB
+tests/snapshots/* are host snapshots built only from real recorded outputs (each PROVENANCE.md names
+its sources and the research/spark.md section citing them). The synthetic inputs below are limited
+to what no record can give: a fake serial number and token to prove redaction, odd or broken
+output to prove nothing crashes, and one-line variations of a recorded snapshot, each labelled.
 """
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+from sparkkit import host, snapshot
+from sparkkit.engines import check_engine
+from sparkkit.errors import ParameterError
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAPS = ROOT / "tests" / "snapshots"
+GIB = 2**30
+NAMES = ("platform", "GPU driver", "CUDA toolkit on PATH", "DGX OS", "firmware", "usable memory", "page cache",
+         "swap", "disk", "HF token")
+P, W, F, S = "pass", "warn", "fail", "skip"
 
 
-class Recorded(host.HostSource):
-    def __init__(self, files, commands, free_bytes, env=(), machine="aarch64"):
-        self.files, self.commands, self.free, self.env, self.arch = files, commands, free_bytes, set(env), machine
+def table(*statuses):
+    return dict(zip(NAMES, statuses, strict=True))
+
+
+# snapshot, engine → the verdict and the whole verdict table (model auto)
+VERDICTS = {
+    ("dgx-spark-fe-7.3.1", "llamacpp"): (P, table(P, P, P, P, S, P, P, S, S, S)),
+    ("dgx-spark-fe-7.3.1", "sglang"): (W, table(P, P, P, P, S, P, W, S, S, S)),
+    ("asus-gx10-dgxos-7.6.0", "llamacpp"): (F, table(P, P, S, P, S, F, P, P, S, S)),
+    ("asus-gx10-dgxos-7.6.0", "sglang"): (F, table(P, P, P, P, S, F, W, W, S, S)),
+    ("asus-gx10-dgxos-7.6.0", "ollama"): (F, table(P, P, P, P, S, F, P, P, S, P)),
+    ("hp-zgx-nano-dgxos-7.5.0", "llamacpp"): (P, table(P, P, S, P, S, S, S, S, S, S)),
+    ("gb10-driver-595", "llamacpp"): (F, table(P, W, S, P, S, F, P, P, S, S)),
+    ("spark-cuda-not-on-path", "llamacpp"): (W, table(P, P, W, S, S, S, S, S, S, S)),
+    ("spark-cuda-not-on-path", "vllm"): (P, table(P, P, P, S, S, S, S, S, S, S)),
+    ("x86-debian12-no-gpu", "llamacpp"): (P, table(S, S, S, S, S, P, S, P, P, P)),
+    ("x86-debian12-no-gpu", "sglang"): (F, table(F, S, S, S, S, F, S, P, P, P)),
+    ("x86-debian12-no-gpu", "ollama"): (F, table(W, S, S, S, S, F, S, P, P, P)),
+}
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def check(report, name):
+    return next(c for c in report.checks if c.name == name)
+
+
+# ----------------------------------------------------------------------------- the recorded hosts
+@pytest.mark.parametrize("name,engine", VERDICTS, ids=[f"{s}-{e}" for s, e in VERDICTS])
+def test_verdict_table_of_each_recorded_host(name, engine, home):
+    report, _ = host.run(engine=engine, host=str(SNAPS / name))
+    verdict, statuses = VERDICTS[name, engine]
+    assert report.statuses() == statuses, report.table().to_string()
+    assert report.verdict == verdict
+    for c in report.checks:                   # every check says what it measured and why it matters
+        assert c.value and c.why, c
+        assert (c.fix != "") == (c.status in (W, F)) or c.status == S, c
+    assert not (home / "state.json").exists()            # a snapshot never becomes this machine's state
+
+
+def test_every_recorded_host_names_its_sources_and_holds_no_serial():
+    dirs = sorted(d for d in SNAPS.iterdir() if d.is_dir())
+    assert {d.name for d in dirs} == {s for s, _ in VERDICTS}
+    for d in dirs:
+        assert (d / "SNAPSHOT").read_text().startswith(f"format: {snapshot.FORMAT}\n"), d
+        assert "spark.md" in (d / "PROVENANCE.md").read_text(), d
+        for f in d.rglob("*"):
+            for line in f.read_text().splitlines() if f.is_file() and f.name != "PROVENANCE.md" else []:
+                if "serial" in line.lower():
+                    assert snapshot.REDACTED in line, (f, line)
+
+
+def test_what_an_owner_knows_about_each_box(home):
+    def run(name, **kw):
+        return host.run(host=str(SNAPS / name), **kw)[0]
+
+    fe = run("dgx-spark-fe-7.3.1")
+    assert "NVIDIA DGX Spark (Founders Edition)" in check(fe, "platform").value
+    assert "nvidia-smi memory: Not Supported" in check(fe, "platform").value
+    assert "MemTotal 119.7 GiB" in check(fe, "usable memory").value          # not 128
+    assert check(fe, "DGX OS").value.startswith("DGX OS 7.3.1 (factory 7.2.3, 1 update) · Ubuntu 24.04.3 LTS")
+    gx10 = run("asus-gx10-dgxos-7.6.0")
+    assert "ASUS Ascent GX10" in check(gx10, "platform").value and "MemTotal 121.6 GiB" in check(gx10, "usable memory").value
+    assert check(gx10, "DGX OS").value.startswith("DGX OS 7.6.0 (factory 7.2.3, 4 updates)")   # the *last* OTA
+    assert "drop_caches" in check(gx10, "usable memory").fix
+    assert "Embedded Controller 0x02000005" in check(gx10, "firmware").value
+    hp = run("hp-zgx-nano-dgxos-7.5.0")                                       # unquoted release file
+    assert "HP ZGX Nano G1n" in check(hp, "platform").value and check(hp, "DGX OS").value.startswith("DGX OS 7.5.0")
+    assert "usable memory unknown" in hp.headline and "could not check: CUDA toolkit on PATH" in hp.headline
+    drv = check(run("gb10-driver-595"), "GPU driver")
+    assert "595.71.05" in drv.value and "nvidia-driver-580-open" in drv.fix
+    cuda = check(run("spark-cuda-not-on-path"), "CUDA toolkit on PATH")
+    assert cuda.fix == "export PATH=/usr/local/cuda/bin:$PATH" and "13.0" in cuda.value
+    x86 = run("x86-debian12-no-gpu")
+    assert x86.target == "embedded" and x86.headline.startswith("snapshot x86-debian12-no-gpu: not a GB10 box")
+    assert "not DGX OS" in check(x86, "DGX OS").value
+
+
+def test_engine_and_model_decide_disk_and_swap(home):
+    sgl = host.run(engine="sglang", host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0]
+    assert check(sgl, "swap").fix.startswith("sudo fallocate -l 64G /swapfile")
+    assert check(sgl, "page cache").fix == host.DROP_CACHES
+    assert host.run(engine="sglang", model="gpt-oss-20b", host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0] \
+        .statuses()["swap"] == P                                        # 64 GiB is for the 120B only
+    gguf, st, olla = (host.need_for("gpt-oss-120b", e) for e in ("llamacpp", "sglang", "ollama"))
+    assert (gguf.weights_bytes, st.weights_bytes, olla.weights_bytes) == (int(59.02 * GIB), 65 * 10**9, 65 * 10**9)
+    assert (st.weights_dir, olla.weights_dir) == ("~/.cache/huggingface", "/usr/share/ollama/.ollama/models")
+    x86 = host.run(engine="sglang", host=str(SNAPS / "x86-debian12-no-gpu"))[0]
+    assert "free at ~/.cache/huggingface; need 61.5 GiB" in check(x86, "disk").value
+
+
+# ----------------------------------------------------------------------------- one-line variations, labelled
+def variant(tmp_path, name, files=(), commands=()):
+    """A copy of recorded snapshot `name` with the given files/commands replaced (None: removed)."""
+    d = Path(tempfile.mkdtemp(dir=tmp_path)) / f"{name}-variant"
+    shutil.copytree(SNAPS / name, d)
+    for path, text in dict(files).items():
+        (d / "files" / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (d / "files" / path.lstrip("/")).write_text(text)
+    for i, (line, text) in enumerate(dict(commands).items()):
+        (d / "commands" / f"variant-{i}.txt").write_text(f"$ {line}\n{text}")
+    return str(d)
+
+
+def test_variations_of_the_recorded_gx10(tmp_path):
+    gx10 = "asus-gx10-dgxos-7.6.0"
+    # its swap file as /proc/swaps names it: SGLang's fix grows that file in place
+    d = variant(tmp_path, gx10, {"/proc/swaps": "Filename\tType\tSize\tUsed\tPriority\n/swap.img file 33554428 0 -2\n"})
+    swap = check(host.run(engine="sglang", host=d)[0], "swap")
+    assert swap.fix.startswith("sudo swapoff /swap.img && sudo fallocate -l 64G /swap.img") and "/swap.img" in swap.value
+    # fwupd: an update pending, then nothing to do (exit 2)
+    d = variant(tmp_path, gx10, commands={"fwupdmgr get-updates --json": json.dumps(
+        {"Devices": [{"Name": "Embedded Controller", "Releases": [{"Version": "0x02000006"}]}]})})
+    fw = check(host.run(host=d)[0], "firmware")
+    assert fw.status == W and fw.fix == "sudo fwupdmgr refresh && sudo fwupdmgr upgrade"
+    d = variant(tmp_path, gx10, commands={"fwupdmgr get-updates --json": "# exit 2\nNo updates available\n"})
+    assert check(host.run(host=d)[0], "firmware").status == P
+    # the factory image, never updated; and the kernel NVIDIA named
+    release = (SNAPS / gx10 / "files/etc/dgx-release").read_text().split("\nDGX_OTA_VERSION")[0] + "\n"
+    d = variant(tmp_path, gx10, {"/etc/dgx-release": release})
+    assert check(host.run(host=d)[0], "DGX OS").value.startswith("factory image 7.2.3, never updated")
+    d = variant(tmp_path, gx10, commands={"uname -r": "7.0.0-1019-nvidia\n"})
+    assert check(host.run(host=d)[0], "DGX OS").status == W
+
+
+# ----------------------------------------------------------------------------- capture and redaction
+FAKE = {"serial": "FAKESN-0123456789", "hp_serial": "FAKESN-HP-555", "ec": "FAKE-EC-SERIAL-77",
+        "smi": "FAKE-1652922001234", "token": "hf_FakeTokenValue0123456789abcdefXYZ", "dmi": "FAKE-DMI-SERIAL-9"}
+
+
+class RawBox(host.HostSource):
+    """What a box's files and commands would print, fake serials and a fake token included."""
+
+    label = "raw box"
+
+    def __init__(self, unquoted=False):
+        q = "" if unquoted else '"'
+        self.asked = []
+        self.files = {
+            "/etc/dgx-release": f"DGX_NAME={q}DGX Spark{q}\nDGX_SWBUILD_VERSION={q}7.2.3{q}\nDGX_PLATFORM={q}GX10{q}\n"
+                                f"DGX_SERIAL_NUMBER={q}{FAKE['hp_serial' if unquoted else 'serial']}{q}\n"
+                                f"DGX_OTA_VERSION={q}7.6.0{q}\n",
+            "/proc/meminfo": (SNAPS / "asus-gx10-dgxos-7.6.0/files/proc/meminfo").read_text(),
+            "/sys/class/dmi/id/product_serial": FAKE["dmi"],
+        }
+        self.commands = {
+            "nvidia-smi --query-gpu=name,driver_version --format=csv,noheader": "NVIDIA GB10, 580.178.04\n",
+            "fwupdmgr get-devices --json": json.dumps({"Devices": [{"Name": "Embedded Controller",
+                                                                    "Version": "0x02000005", "Serial": FAKE["ec"]}]}),
+            "nvidia-smi": f"    Serial Number                         : {FAKE['smi']}\n"
+                          "    GPU UUID                              : GPU-0f01c2c2-0000-4000-8000-0000000f0100\n",
+            "uname -m": f"aarch64\nHF_TOKEN={FAKE['token']}\n",
+        }
 
     def read(self, path):
+        self.asked.append(path)
         return self.files.get(path)
 
-    def run(self, *argv, timeout=10.0):
-        return self.commands.get(argv[0])
+    def run_full(self, *argv, timeout=10.0):
+        out = self.commands.get(" ".join(argv))
+        return (0, out) if out is not None else (None, "")
 
-    def machine(self):
-        return self.arch
-
-    def disk_free(self, path):
-        return self.free
-
-    def exists(self, path):
-        return False
-
-    def env_has(self, name):
-        return name in self.env
+    def hf_token(self):
+        return True
 
 
-def by_name(report):
-    return {c.name: c for c in report.checks}
+@pytest.mark.parametrize("unquoted", [False, True], ids=["quoted", "unquoted"])
+def test_capture_redacts_serials_and_tokens_before_writing(tmp_path, unquoted):
+    box = RawBox(unquoted)
+    cap = snapshot.capture(tmp_path / "snap", box)
+    written = b"".join(p.read_bytes() for p in (tmp_path / "snap").rglob("*") if p.is_file()).decode()
+    for secret in FAKE.values():
+        assert secret not in written, secret
+    assert "0f01c2c2" not in written and cap.redactions >= 5
+    assert not [p for p in box.asked if "serial" in p]                       # never even opened
+    assert "hf_token: present" in (tmp_path / "snap/SNAPSHOT").read_text()
+    report, _ = host.run(host=str(tmp_path / "snap"))                        # still a GX10 on 7.6.0
+    assert check(report, "DGX OS").value.startswith("DGX OS 7.6.0") and "GX10" in check(report, "platform").value
+    assert check(report, "HF token").value == "present"
 
 
-def test_spark_with_room_passes():
-    src = Recorded({"/proc/meminfo": SPARK_MEMINFO}, {"nvidia-smi": "NVIDIA GB10\n", "nvcc": "Cuda compilation tools"},
-                   free_bytes=900 * GIB, env={"HF_TOKEN"})
-    r = host.preflight(CATALOGUE["gpt-oss-120b"].arch.weights_bytes, "/models", src)
-    assert r.is_gb10 and r.target == "gb10" and r.verdict == "pass", r.table()
-    assert abs(r.usable_bytes / GIB - (118000000 + 16777212) / 2**20 + 4) < 0.01
-    assert by_name(r)["HF token"].value == "present"
+def test_redact_keeps_everything_else():
+    text = 'DGX_OTA_VERSION="7.6.0"\nDGX_SERIAL_NUMBER="X1"\nMemTotal:       127535084 kB\n'
+    assert snapshot.redact(text) == ('DGX_OTA_VERSION="7.6.0"\nDGX_SERIAL_NUMBER="<redacted>"\n'
+                                     "MemTotal:       127535084 kB\n", 1)
 
 
-def test_spark_without_cuda_on_path_and_full_disk():
-    src = Recorded({"/proc/meminfo": SPARK_MEMINFO}, {"nvidia-smi": "NVIDIA GB10\n"}, free_bytes=20 * GIB)
-    r = host.preflight(CATALOGUE["gpt-oss-120b"].arch.weights_bytes, "/models", src)
-    checks = by_name(r)
-    assert checks["CUDA toolkit on PATH"].status == "warn"
-    assert checks["CUDA toolkit on PATH"].fix == "export PATH=/usr/local/cuda/bin:$PATH"
-    assert checks["disk"].status == "fail" and r.verdict == "fail"
-    assert checks["HF token"].status == "warn"
+def test_capturing_this_machine_round_trips(tmp_path):
+    t0 = time.monotonic()
+    cap = snapshot.capture(tmp_path / "snap")
+    assert time.monotonic() - t0 < 30 and "/proc/meminfo" in cap.files
+    live = host.run()[0]
+    recorded = host.run(host=str(tmp_path / "snap"))[0]
+    assert recorded.statuses() == live.statuses(), (recorded.table().to_string(), live.table().to_string())
+    assert recorded.source == "snapshot snap" and live.source == "this machine"
 
 
-def test_page_cache_full_spark_fails_memory_with_the_drop_caches_fix():
-    meminfo = SPARK_MEMINFO.replace("118000000", "40000000").replace("SwapFree:       16777212", "SwapFree:       0")
-    src = Recorded({"/proc/meminfo": meminfo}, {"nvidia-smi": "NVIDIA GB10\n", "nvcc": "x"}, free_bytes=900 * GIB)
-    mem = by_name(host.preflight(CATALOGUE["gpt-oss-120b"].arch.weights_bytes, "/m", src))["usable memory"]
-    assert mem.status == "fail" and "drop_caches" in mem.fix
+def test_sparkkit_snapshot_command(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "sparkkit", "snapshot", *args], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "SPARKKIT_HOME": str(tmp_path / "home")})
+    out = cli(str(tmp_path / "snap"))
+    assert out.returncode == 0 and "host snapshot at" in out.stdout and (tmp_path / "snap/SNAPSHOT").is_file()
+    out = cli(str(tmp_path / "snap"))                                       # not empty any more
+    assert out.returncode == 2 and "parameter `DIR`" in out.stderr and "new or empty directory" in out.stderr
 
 
-def test_plain_x86_without_gpu_is_the_embedded_default():
-    src = Recorded({"/proc/meminfo": SPARK_MEMINFO}, {}, free_bytes=50 * GIB, machine="x86_64")
-    r = host.preflight(300_000, "/tmp", src)
-    assert not r.is_gb10 and r.target == "embedded"
-    assert by_name(r)["platform"].status == "skip" and "not a GB10 box — embedded default" in r.headline
-    assert "CUDA toolkit on PATH" not in by_name(r)
+# ----------------------------------------------------------------------------- bad input, odd output
+@pytest.mark.parametrize("make,why", [
+    (lambda d: d / "missing", "does not exist"),
+    (lambda d: (d / "file").write_text("x") and d / "file", "is not a directory"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "has no SNAPSHOT file"),
+    (lambda d: ((d / "old").mkdir(), (d / "old/SNAPSHOT").write_text("format: sparkkit.snapshot/0\n"))
+     and d / "old", "'sparkkit.snapshot/0'"),
+])
+def test_a_host_that_is_not_a_snapshot_names_the_parameter(tmp_path, make, why):
+    with pytest.raises(ParameterError, match=r"parameter `host`.*accepted: a host snapshot directory") as e:
+        host.run(host=str(make(tmp_path)))
+    assert why in str(e.value)
 
 
-def test_unreadable_meminfo_and_disk_skip_instead_of_crashing():
-    src = Recorded({}, {}, free_bytes=None)
-    r = host.preflight(1, "/nowhere", src)
-    assert by_name(r)["usable memory"].status == "skip" and by_name(r)["disk"].status == "skip"
-    assert "could not check" in r.headline
-
-
-def test_live_host_runs_and_never_prints_the_token(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_TOKEN", "hf_supersecretvalue")
-    report, chosen = host.run()
-    assert chosen == "embedded" and report.target == "embedded"   # this CI machine has no GPU
-    assert "hf_supersecretvalue" not in report.table().to_string()
-    assert "hf_supersecretvalue" not in (tmp_path / "state.json").read_text()
-
-
-def test_unknown_engine_and_model_name_the_parameter(monkeypatch, tmp_path):
-    import pytest
-    from sparkkit.errors import ParameterError
-    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path))
-    with pytest.raises(ParameterError, match="parameter `engine`.*llamacpp"):
+def test_unknown_engine_and_model_name_the_parameter(tmp_path):
+    with pytest.raises(ParameterError, match="parameter `engine`.*accepted: llamacpp, ollama, sglang, vllm"):
         host.run(engine="tgi")
     with pytest.raises(ParameterError, match="parameter `model`.*gpt-oss-120b"):
         host.run(model="llama-70b")
+    with pytest.raises(ParameterError, match="parameter `model`.*served by llamacpp only"):
+        host.run(model="embedded", engine="sglang")
+    with pytest.raises(ParameterError, match="parameter `engine`"):     # 04 on still drive llama.cpp only
+        check_engine("sglang")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full/x").write_text("x")
+    with pytest.raises(ParameterError, match="parameter `capture_to`.*new or empty"):
+        snapshot.capture(tmp_path / "full")
+
+
+def test_odd_output_never_crashes(tmp_path):
+    d = tmp_path / "odd"
+    (d / "commands").mkdir(parents=True)
+    (d / "files/etc").mkdir(parents=True)
+    (d / "files/proc").mkdir(parents=True)
+    (d / "SNAPSHOT").write_text(f"format: {snapshot.FORMAT}\nhome: /home/<user>\n")
+    (d / "files/etc/dgx-release").write_bytes(b"\x00\xff\xfe garbage\nnot a key line\n")
+    (d / "files/proc/meminfo").write_text("MemTotal: lots\nMemAvailable: kB\n\n:::\n")
+    (d / "files/proc/swaps").write_text("Filename\n")
+    (d / "commands/a.txt").write_text("nvidia-smi printed this without a header\n")
+    (d / "commands/b.txt").write_text("$ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader\n"
+                                      "No devices were found\n")
+    (d / "commands/c.txt").write_text("$ fwupdmgr get-devices --json\nWARNING: not json\n")
+    (d / "commands/d.txt").write_text("$ df -P -k\nFilesystem 1024-blocks Used Available Capacity Mounted on\n"
+                                      "/dev/x 10 5 notanumber 50% /\n")
+    (d / "commands/e.txt").write_text('$ unbalanced "quote\n')
+    report, _ = host.run(host=str(d))
+    st = report.statuses()
+    assert st["platform"] == F and "lists no GPU" in check(report, "platform").value   # DGX OS box without a GPU
+    assert st["DGX OS"] == W and "no DGX_* release keys" in check(report, "DGX OS").value
+    assert st["usable memory"] == st["swap"] == st["disk"] == S
+    assert "commands/a.txt" in report.headline and "commands/e.txt" in report.headline
+    src = snapshot.load(d)
+    assert src.read("/../../../etc/passwd") is None and src.read("~/.bashrc") is None
+
+
+def test_the_live_source_is_total(tmp_path):
+    src = host.HostSource()
+    assert src.read(str(tmp_path)) is None                                # a directory: unreadable as a file
+    assert src.run("no-such-command-anywhere") is None
+    t0 = time.monotonic()
+    assert src.run("sleep", "5", timeout=0.5) is None and time.monotonic() - t0 < 3
+    assert src.run("sh", "-c", "echo out; exit 3") is None and src.run_full("sh", "-c", "exit 3") == (3, "")
+
+
+def test_shards_already_there_are_not_needed_twice(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    with open(models / "gpt-oss-120b-mxfp4-00001-of-00003.gguf", "wb") as f:
+        f.truncate(20 * GIB)                                                # sparse: takes no disk
+    d = check(host.preflight("gpt-oss-120b", "llamacpp", str(models)), "disk")
+    assert "(20.0 GiB already there)" in d.value and "need 40.0 GiB" in d.value
+
+
+# ----------------------------------------------------------------------------- this machine, and 01 itself
+def test_live_host_runs_in_seconds_and_never_prints_the_token(monkeypatch, home):
+    monkeypatch.setenv("HF_TOKEN", "hf_supersecretvalue")
+    t0 = time.monotonic()
+    report, chosen = host.run()
+    assert time.monotonic() - t0 < 5
+    assert chosen == "embedded" and report.target == "embedded"   # this CI machine has no GPU
+    assert "could not check: platform, GPU driver" in report.headline
+    assert "hf_supersecretvalue" not in report.table().to_string()
+    state = json.loads((home / "state.json").read_text())
+    assert "hf_supersecretvalue" not in json.dumps(state)
+    assert state["host"]["source"] == "this machine" and state["choice"]["engine"] == "llamacpp"
+
+
+def test_01_runs_against_a_snapshot_from_the_command_line(tmp_path, home):
+    out = tmp_path / "01.ipynb"
+    pm.execute_notebook(str(ROOT / "runbooks/01-preflight.ipynb"), str(out), kernel_name="python3",
+                        parameters={"host": str(SNAPS / "hp-zgx-nano-dgxos-7.5.0"), "engine": "ollama",
+                                    "run_dir": str(tmp_path / "run")}, progress_bar=False)
+    record = json.loads((tmp_path / "run/01-preflight.json").read_text())
+    assert record["verdict"] == P and record["results"]["source"] == "snapshot hp-zgx-nano-dgxos-7.5.0"
+    assert record["results"]["engine"] == "ollama" and record["results"]["box"] == "HP ZGX Nano G1n"
+    assert "host" not in json.loads((home / "state.json").read_text())     # later runbooks still see this machine
