@@ -1,0 +1,163 @@
+"""The GPU stand-in run (tools/gpu_standin): its parsers and comparisons, and the bad-input paths of
+04 (a build that fails) and 05 (a model the card cannot hold), which must leave a record saying
+which step failed and why."""
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools" / "gpu_standin"))
+import fakes  # noqa: E402
+import standin  # noqa: E402
+
+# What llama.cpp (0c1e57098) logs at -lv 4 for gpt-oss-120b, -c 32768 -ub 2048 (gpu-standin.md §4).
+LOG = """\
+load_tensors: offloaded 37/37 layers to GPU
+load_tensors:        CUDA0 model buffer size = 59851.68 MiB
+load_tensors:    CUDA_Host model buffer size =   586.82 MiB
+llama_context:  CUDA_Host  output buffer size =     0.77 MiB
+llama_kv_cache_iswa: creating non-SWA KV cache, size = 32768 cells
+llama_kv_cache:      CUDA0 KV buffer size =  1152.00 MiB
+llama_kv_cache: size = 1152.00 MiB ( 32768 cells,  18 layers,  1/1 seqs), K (f16):  576.00 MiB, V (f16):  576.00 MiB
+llama_kv_cache_iswa: creating     SWA KV cache, size = 2304 cells
+llama_kv_cache:      CUDA0 KV buffer size =    81.00 MiB
+sched_reserve:      CUDA0 compute buffer size =   400.00 MiB
+sched_reserve:      CUDA0 compute buffer size =   484.07 MiB
+sched_reserve:  CUDA_Host compute buffer size =   182.08 MiB
+"""
+MIB = 2**20
+
+
+def test_buffers_parse_into_plan_components():
+    b = standin.parse_buffers(LOG)
+    assert b == {"model CUDA0": 59851.68, "model CUDA_Host": 586.82, "output CUDA_Host": 0.77,
+                 "kv full CUDA0": 1152.0, "kv swa CUDA0": 81.0, "compute CUDA0": 484.07, "compute CUDA_Host": 182.08}
+    c = standin.logged_components(b)
+    assert c["weights"] == pytest.approx(60438.5) and c["compute buffers"] == pytest.approx(666.15)
+    assert c["host (pinned) buffers"] == pytest.approx(586.82 + 0.77 + 182.08)
+    rows = standin.compare_plan([{"component": "weights", "bytes": int(60438.5 * MIB * 1.01)},
+                                 {"component": "KV full attention", "bytes": 1152 * MIB},
+                                 {"component": "compute buffers", "bytes": int(666.15 * MIB * 1.2)},
+                                 {"component": "host prompt cache", "bytes": 8 << 30}], c)
+    assert [(r["component"], r["within 5 %"]) for r in rows] == [
+        ("weights", True), ("KV full attention", True), ("compute buffers", False)]
+    assert rows[0]["plan − logged %"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_flags_are_replaced_added_and_the_guide_line_is_made_runnable():
+    argv = ["srv", "-m", "m", "-c", "131072", "--ubatch-size", "2048", "--port", "8080"]
+    out = standin.replace_flag(standin.replace_flag(argv, "-ub", "512", ("--ubatch-size",)), "-lv", "4")
+    assert out == ["srv", "-m", "m", "-c", "131072", "-ub", "512", "--port", "8080", "-lv", "4"]
+    verbatim, runnable, change = standin.guide_argv("srv", "m.gguf", 9000, fakes.HELP)
+    assert "--no-mmap" in verbatim and "--no-mmap" not in runnable
+    assert runnable[runnable.index("-lm") + 1] == "none" and "-lm none" in change
+    same = standin.guide_argv("srv", "m.gguf", 9000, "--no-mmap  do not memory-map model\n")
+    assert same[0] == same[1]
+
+
+def test_06_is_compared_with_llama_bench_at_the_same_depths():
+    bench = standin.bench_rows([
+        {"n_prompt": 2048, "n_gen": 0, "n_depth": 0, "avg_ts": 6000.0, "stddev_ts": 50.0},
+        {"n_prompt": 0, "n_gen": 32, "n_depth": 0, "avg_ts": 200.0, "stddev_ts": 2.0},
+        {"n_prompt": 2048, "n_gen": 0, "n_depth": 8192, "avg_ts": 5000.0, "stddev_ts": 50.0},
+        {"n_prompt": 0, "n_gen": 32, "n_depth": 8192, "avg_ts": 180.0, "stddev_ts": 2.0}])
+    runs = []
+    for target, n, pp, tg in ((64, 80, 900.0, 196.0), (2048, 2050, 5900.0, 190.0), (8192, 8200, 5500.0, 176.0)):
+        runs += [{"target prompt": target, "prompt tokens": n, "prefill tok/s": pp, "decode tok/s": tg}] * 2
+    # 10240 tokens took the 8192-token time plus 2048 tokens at exactly 5000 tok/s.
+    t = 8200 / 5500.0 + 2048 / 5000.0
+    runs += [{"target prompt": 10240, "prompt tokens": 10248, "prefill tok/s": 10248 / t, "decode tok/s": 170.0}]
+    rows = {r["test"]: r for r in standin.compare_bench(runs, bench, 64, 2048, 8192, 10240)}
+    assert rows["pp2048@d8192"]["06 tok/s"] == pytest.approx(5000.0, abs=0.1)
+    assert rows["pp2048@d0"]["06 − bench %"] == pytest.approx(-1.7, abs=0.05) and rows["pp2048@d0"]["within 5 %"]
+    assert rows["tg32@d0"]["06 tok/s"] == 196.0 and rows["tg32@d8192"]["06 tok/s"] == 176.0
+    assert "| test |" in standin.table(list(rows.values()))
+
+
+def test_bytes_per_token_count_one_embedding_row_and_the_used_experts():
+    parts = standin.active_bytes([("token_embd.weight", 600), ("output.weight", 600), ("blk.0.attn_q.weight", 100),
+                                  ("blk.0.ffn_up_exps.weight", 1280), ("blk.0.ffn_gate_inp.weight", 10),
+                                  ("blk.0.attn_norm.weight", 4)], n_expert=128, n_used=4)
+    assert parts == {"attention": 100, "experts": 40, "router": 10, "output head": 600, "other": 4, "total": 754}
+    assert standin.kv_read_bytes(8192, 18, 18, 128, 8, 64) == 2048 * (18 * 8192 + 18 * 128)
+
+
+# ----------------------------------------------------------------------------- bad input: 04 and 05
+
+def _script(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_a_failing_build_names_the_step_and_keeps_the_tail(home, monkeypatch):
+    from sparkkit.engines import llamacpp
+    monkeypatch.setattr(llamacpp.shutil, "which", lambda name: "/usr/bin/" + name)   # "nvcc is there"
+    with pytest.raises(llamacpp.BuildFailed) as e:
+        llamacpp.build(["true", "echo 'nvcc fatal   : Unsupported gpu architecture compute_999'; exit 2"],
+                       home / "build.log")
+    assert e.value.step == 2 and "Unsupported gpu architecture" in e.value.tail[-1]
+    assert "build step 2 failed: exit code 2" in str(e.value)
+
+
+def test_offline_tree_renders_no_clone_no_git_stamp_no_ui_download():
+    from sparkkit.engines import llamacpp
+    cmds = llamacpp.build_commands("/src/llama.cpp", "90", jobs=16, offline=True, build_dir="/tmp/lb", generator="Ninja")
+    assert len(cmds) == 2 and cmds[0].startswith("GIT_DIR=/nonexistent cmake -S /src/llama.cpp -B /tmp/lb -G Ninja")
+    assert "-DCMAKE_CUDA_ARCHITECTURES=90" in cmds[0] and "-DLLAMA_USE_PREBUILT_UI=OFF" in cmds[0]
+    assert cmds[1] == "cmake --build /tmp/lb --config Release --target llama-server llama-bench -j 16"
+    assert llamacpp.server_binary("/src", "/tmp/lb") == Path("/tmp/lb/bin/llama-server")
+    assert llamacpp.cuda_arch_for("NVIDIA H100 80GB HBM3") == "90"
+
+
+def test_04_writes_a_fail_record_for_a_tree_without_the_ui_templates(home):
+    src = home / "llama.cpp"
+    (src / "tools" / "ui").mkdir(parents=True)
+    (src / "CMakeLists.txt").write_text("project(x)\n")
+    (src / "tools" / "ui" / "CMakeLists.txt").write_text("\n")
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(ROOT / "runbooks" / "04-engine.ipynb"), str(home / "out.ipynb"), kernel_name="python3",
+                            parameters={"src_dir": str(src), "build_now": True, "run_dir": str(home / "run")},
+                            progress_bar=False)
+    assert e.value.ename == "StepFailed"
+    rec = json.loads((home / "run" / "04-engine.json").read_text())
+    assert rec["verdict"] == "fail" and "ui.h.in" in rec["headline"]
+    assert rec["results"]["build_failure"]["step"] == 0
+
+
+def test_05_writes_a_fail_record_with_the_log_tail_when_the_model_does_not_fit(home):
+    from sparkkit import download, host, plan, records
+    os.environ["SPARKKIT_HOME"] = str(home / "home")
+    host.run()
+    download.run()
+    plan.run(context=4096)
+    oom = _script(home / "llama-server", "#!/bin/sh\ncase \"$1\" in --help) echo '-lm, --load-mode'; exit 0;;\n"
+                  "--version) echo 'version: 0 (test)'; exit 0;; esac\n"
+                  "echo 'ggml_backend_cuda_buffer_type_alloc_buffer: allocating 60438.50 MiB on device 0: "
+                  "cudaMalloc failed: out of memory'\necho 'llama_model_load: error loading model'\nexit 1\n")
+    records.update_state("engine", {"engine": "llamacpp", "runtime": {"kind": "binary", "path": str(oom)}})
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(ROOT / "runbooks" / "05-serve.ipynb"), str(home / "out.ipynb"), kernel_name="python3",
+                            parameters={"port": 18089, "run_dir": str(home / "run")}, progress_bar=False)
+    assert e.value.ename == "StepFailed"
+    rec = json.loads((home / "run" / "05-serve.json").read_text())
+    assert rec["verdict"] == "fail" and "exited with code 1" in rec["headline"]
+    assert "cudaMalloc failed: out of memory" in rec["results"]["error"]
+
+
+def test_runbooks_stay_glue_with_stripped_outputs():
+    for name in ("03-place-model", "04-engine", "05-serve"):
+        nb = nbformat.read(ROOT / "runbooks" / f"{name}.ipynb", as_version=4)
+        assert all(not c.get("outputs") or "NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")

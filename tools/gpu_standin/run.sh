@@ -1,0 +1,27 @@
+#!/bin/bash
+# The GPU stand-in run, device side: install the carried wheels, run standin.py, hand back $OUT.
+# usage (repo root, on a bare GPU machine; carry .devcarry and .whl):
+#   BUDGET=570 bash tools/gpu_standin/run.sh [standin.py options]
+# .devcarry/llama.cpp: the llama.cpp tree vendored in the llama-cpp-python 0.3.36 sdist, trimmed
+# (research/gpu-standin.md §1); .whl: papermill, ipykernel, gguf … for the device's Python.
+set -u
+T0=$(date +%s)
+BUDGET=${BUDGET:-570}
+RES=${RES:-/tmp/standin}
+OUT=${OUT:-/tmp/standin-out}
+mkdir -p "$RES" "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    > "$RES/pip.log" 2>&1 || { echo "wheel install failed"; tail -20 "$RES/pip.log"; }
+fi
+export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export SPARKKIT_HOME=${SPARKKIT_HOME:-/tmp/sk} SPARKKIT_RUNS=$RES/runs
+echo "setup: $(( $(date +%s) - T0 )) s"
+python3 tools/gpu_standin/standin.py --res "$RES" --budget $(( BUDGET - ($(date +%s) - T0) - 15 )) "$@"
+rc=$?
+# Full server logs stay behind (the -lv 4 ones are large); their excerpts travel.
+tar czf "$OUT/standin.tgz" -C "$(dirname "$RES")" --exclude='*.log' "$(basename "$RES")"
+cp "$RES/summary.txt" "$RES/results.json" "$OUT/" 2>/dev/null
+ls -la "$OUT"
+exit $rc

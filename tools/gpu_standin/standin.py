@@ -1,0 +1,661 @@
+"""The CUDA path at full scale: the runbooks' own code drives a gpt-oss-120b-shaped model on one GPU.
+
+One call on a bare GPU machine (see run.sh beside this file, which installs the carried wheels):
+
+  01 (model gpt-oss-120b) → 04 builds llama.cpp with CUDA from a pinned local tree   ┐ in parallel,
+                            03 generates the 59 GiB scripted stand-in (source generate) │ with the
+                            the GPU's copy bandwidth is measured (torch)               ┘ build
+  → 02 plans it → 05 serves it with the plan's flags → 06 verifies and benchmarks it
+  → llama-bench on the same file (pp2048, tg32 at depth 0 and 8192)
+  → 02 at two contexts × two -ub, each against llama-server's own buffer log (-lv 4)
+  → the same model under the seed guide's flags and under llama-server's defaults
+
+Every runbook runs under papermill; its executed notebook and JSON record land in RES/runs, the
+comparisons in RES/results.json and RES/summary.txt. Phases check the time left (BUDGET seconds
+from the start) and skip, saying so, rather than overrun the call.
+
+Also runs on a machine without a GPU against stand-in binaries (`--binary`, `--bench`), which is
+how the orchestration is tested before it costs device time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNBOOKS = ROOT / "runbooks"
+MIB = 1024**2
+
+# The seed guide's llama-server line (shared/seed/spark-guide.md §5), host/port aside.
+GUIDE_FLAGS = ["-c", "16384", "-ngl", "999", "--flash-attn", "on", "--no-mmap", "--kv-unified", "--jinja",
+               "-ub", "2048"]
+# (context, ubatch) pairs for the plan check; the first two already span both contexts and both ubatches.
+PLAN_CHECKS = [(131072, 2048), (32768, 512), (131072, 512), (32768, 2048)]
+
+
+# ----------------------------------------------------------------------------- pure helpers (unit-tested)
+def parse_buffers(log_text: str) -> dict[str, float]:
+    """The buffer sizes (MiB) llama.cpp logs at -lv 4, keyed 'model CUDA0', 'kv full CUDA0', 'kv swa CUDA0',
+    'compute CUDA_Host', 'output CUDA_Host' …; a later line for the same key wins (re-reservations)."""
+    out: dict[str, float] = {}
+    section = "kv full"
+    for line in log_text.splitlines():
+        if "creating non-SWA KV cache" in line:
+            section = "kv full"
+        elif re.search(r"creating\s+SWA KV cache", line):
+            section = "kv swa"
+        m = re.search(r"(\S+) model buffer size = +([\d.]+) MiB", line)
+        if m:
+            out[f"model {m[1]}"] = out.get(f"model {m[1]}", 0.0) + float(m[2])
+            continue
+        m = re.search(r"(\S+) KV buffer size = +([\d.]+) MiB", line)
+        if m:
+            out[f"{section} {m[1]}"] = float(m[2])
+            continue
+        m = re.search(r"(\S+) compute buffer size = +([\d.]+) MiB", line)
+        if m:
+            out[f"compute {m[1]}"] = float(m[2])
+            continue
+        m = re.search(r"(\S+) +output buffer size = +([\d.]+) MiB", line)
+        if m:
+            out[f"output {m[1]}"] = float(m[2])
+    return out
+
+
+def logged_components(buffers: dict[str, float]) -> dict[str, float]:
+    """Logged MiB summed over backends per plan component (and the host-side part on its own)."""
+    def total(prefix: str) -> float:
+        return sum(v for k, v in buffers.items() if k.startswith(prefix + " "))
+    return {"weights": total("model"), "KV full attention": total("kv full"),
+            "KV sliding window": total("kv swa"), "compute buffers": total("compute"),
+            "output buffer": total("output"),
+            "host (pinned) buffers": sum(v for k, v in buffers.items() if k.endswith("_Host"))}
+
+
+def compare_plan(plan_rows: list[dict[str, Any]], logged: dict[str, float]) -> list[dict[str, Any]]:
+    """Plan row (bytes) vs logged MiB, per component llama.cpp allocates at load."""
+    planned = {r["component"]: r["bytes"] / MIB for r in plan_rows}
+    rows = []
+    for comp in ("weights", "KV full attention", "KV sliding window", "compute buffers", "output buffer"):
+        if comp not in planned:
+            continue
+        got = logged.get(comp, 0.0)
+        err = (planned[comp] - got) / got * 100 if got else None
+        rows.append({"component": comp, "plan MiB": round(planned[comp], 2), "logged MiB": round(got, 2),
+                     "plan − logged %": None if err is None else round(err, 2),
+                     "within 5 %": err is not None and abs(err) <= 5})
+    return rows
+
+
+def replace_flag(argv: list[str], flag: str, value: str | None, aliases: tuple[str, ...] = ()) -> list[str]:
+    """argv with `flag VALUE` set to `value` (appended if absent, removed if value is None)."""
+    names = (flag, *aliases)
+    out, i, done = [], 0, False
+    while i < len(argv):
+        if argv[i] in names:
+            if value is not None and not done:
+                out += [flag, value]
+                done = True
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    if value is not None and not done:
+        out += [flag, value]
+    return out
+
+
+def guide_argv(binary: str, model: str, port: int, help_text: str) -> tuple[list[str], list[str], str]:
+    """(verbatim argv, runnable argv, what changed): --no-mmap becomes this build's equivalent."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from sparkkit.engines.launch import ServerFlags
+    flags = ServerFlags.from_help(help_text)
+    base = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port)]
+    verbatim = base + GUIDE_FLAGS
+    if flags.no_mmap or not flags.load_mode:
+        return verbatim, verbatim, "none (this build has --no-mmap)"
+    i = GUIDE_FLAGS.index("--no-mmap")
+    runnable = base + GUIDE_FLAGS[:i] + ["-lm", "none"] + GUIDE_FLAGS[i + 1:]
+    return verbatim, runnable, "--no-mmap → -lm none (this build has no --no-mmap; read from --help)"
+
+
+def bench_rows(bench_json: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """llama-bench -o json → {'pp2048@d0': {'avg', 'sd'}, 'tg32@d8192': …}."""
+    out = {}
+    for r in bench_json:
+        kind = f"pp{r['n_prompt']}" if r.get("n_prompt") else f"tg{r['n_gen']}"
+        out[f"{kind}@d{r.get('n_depth', 0)}"] = {"avg": r["avg_ts"], "sd": r.get("stddev_ts", 0.0)}
+    return out
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def compare_bench(runs: list[dict[str, Any]], bench: dict[str, dict[str, float]], small: int, base: int,
+                  deep: int, deeper: int) -> list[dict[str, Any]]:
+    """06's runs (its record's `bench` rows) against llama-bench.
+
+    pp2048@d0 ← 06's prefill of a `base`-token prompt; pp2048@d8192 ← the marginal rate between
+    06's `deep`- and `deeper`-token prompts (both process the first `deep` tokens the same way);
+    tg32@d0 ← 06's decode after a `small`-token prompt; tg32@d8192 ← decode after `deep` tokens."""
+    by: dict[int, list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault(int(r["target prompt"]), []).append(r)
+
+    def med(target: int, col: str) -> float | None:
+        return _median([r.get(col) for r in by.get(target, [])])
+
+    def ptime(target: int) -> tuple[float | None, float | None]:
+        rs = by.get(target, [])
+        n = _median([r.get("prompt tokens") for r in rs])
+        t = _median([r["prompt tokens"] / r["prefill tok/s"] for r in rs if r.get("prefill tok/s")])
+        return n, t
+
+    n1, t1 = ptime(deep)
+    n2, t2 = ptime(deeper)
+    marginal = (n2 - n1) / (t2 - t1) if None not in (n1, t1, n2, t2) and t2 > t1 else None
+    pairs = [("pp2048@d0", med(base, "prefill tok/s"), f"06 prefill, {base}-token prompt"),
+             (f"pp2048@d{deep}", marginal, f"06 prefill, tokens {deep}→{deeper} (marginal)"),
+             ("tg32@d0", med(small, "decode tok/s"), f"06 decode after a {small}-token prompt"),
+             (f"tg32@d{deep}", med(deep, "decode tok/s"), f"06 decode after a {deep}-token prompt")]
+    rows = []
+    for test, ours, how in pairs:
+        ref = bench.get(test, {}).get("avg")
+        err = (ours - ref) / ref * 100 if ours and ref else None
+        rows.append({"test": test, "llama-bench tok/s": None if ref is None else round(ref, 1),
+                     "± sd": None if ref is None else round(bench[test]["sd"], 1),
+                     "06 tok/s": None if ours is None else round(ours, 1), "06 − bench %": None if err is None
+                     else round(err, 1), "within 5 %": err is not None and abs(err) <= 5, "06 figure": how})
+    return rows
+
+
+def active_bytes(tensors: list[tuple[str, int]], n_expert: int, n_used: int) -> dict[str, float]:
+    """Bytes one decoded token reads: every tensor once, experts at n_used/n_expert, and only one row
+    of token_embd (a lookup, not a matmul)."""
+    parts = {"attention": 0.0, "experts": 0.0, "router": 0.0, "output head": 0.0, "other": 0.0}
+    for name, nbytes in tensors:
+        if name == "token_embd.weight":
+            continue
+        if "_norm" in name:
+            parts["other"] += nbytes
+        elif "_exps." in name:
+            parts["experts"] += nbytes * n_used / n_expert
+        elif ".attn_" in name:
+            parts["attention"] += nbytes
+        elif "ffn_gate_inp" in name:
+            parts["router"] += nbytes
+        elif name == "output.weight":
+            parts["output head"] += nbytes
+        else:
+            parts["other"] += nbytes
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def kv_read_bytes(depth: int, n_full: int, n_swa: int, window: int, n_head_kv: int, head_dim: int,
+                  bytes_per_el: float = 2.0) -> float:
+    per = 2 * n_head_kv * head_dim * bytes_per_el
+    return per * (n_full * depth + n_swa * min(depth, window))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A GitHub-markdown table."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    fmt = lambda v: "" if v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the run
+class Run:
+    def __init__(self, res: Path, budget: float):
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + budget
+        self.res = res
+        self.runs = res / "runs"
+        self.logs = res / "logs"
+        for d in (self.runs, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.summary = open(res / "summary.txt", "a", buffering=1)
+        self.results: dict[str, Any] = {"phases": {}}
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def log(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f}s] {msg}"
+        print(line, flush=True)
+        self.summary.write(line + "\n")
+
+    def save(self) -> None:
+        (self.res / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+
+    def phase(self, name: str, need: float, fn: Callable[[], Any]) -> Any:
+        if self.left() < need:
+            self.log(f"## {name}: SKIPPED ({self.left():.0f} s left, needs ~{need:.0f} s)")
+            self.results["phases"][name] = {"status": "skipped (time)"}
+            self.save()
+            return None
+        self.log(f"## {name}")
+        t = time.monotonic()
+        try:
+            out = fn()
+            self.results["phases"][name] = {"status": "ok", "seconds": round(time.monotonic() - t, 1)}
+            return out
+        except Exception as e:   # one phase failing must not lose the others' records
+            self.log(f"{name} FAILED: {type(e).__name__}: {str(e)[:2000]}")
+            self.results["phases"][name] = {"status": f"failed: {type(e).__name__}: {str(e)[:500]}",
+                                            "seconds": round(time.monotonic() - t, 1)}
+            return None
+        finally:
+            self.save()
+
+    # -- runbooks --
+    def papermill(self, notebook: str, params: dict[str, Any], tag: str = "", timeout: float = 580) -> dict:
+        """Run one runbook as a user would (papermill CLI); return its record (or raise with the tail)."""
+        out = self.runs / f"{notebook}{('-' + tag) if tag else ''}.ipynb"
+        params = {**params, "run_dir": str(self.runs)}
+        argv = [sys.executable, "-m", "papermill", str(RUNBOOKS / f"{notebook}.ipynb"), str(out), "-k", "python3",
+                "--cwd", str(RUNBOOKS), "--no-progress-bar", "-y", json.dumps(params)]
+        self.log(f"papermill {notebook} {json.dumps(params)}")
+        t = time.monotonic()
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, min(timeout, self.left())))
+        rec_path = self.runs / f"{notebook}.json"
+        rec = json.loads(rec_path.read_text()) if rec_path.exists() else {}
+        if tag and rec_path.exists():   # keep each tagged run's record under its own name too
+            (self.runs / f"{notebook}-{tag}.json").write_text(rec_path.read_text())
+        self.log(f"  → rc {p.returncode} in {time.monotonic() - t:.1f} s: {rec.get('verdict', '?')} — "
+                 f"{rec.get('headline', '')[:300]}")
+        if p.returncode:
+            tail = "\n".join((p.stdout + p.stderr).splitlines()[-25:])
+            raise RuntimeError(f"{notebook} failed (rc {p.returncode}); record: {rec.get('headline')}\n{tail}")
+        return rec
+
+    def state(self) -> dict[str, Any]:
+        home = Path(os.environ["SPARKKIT_HOME"])
+        return json.loads((home / "state.json").read_text())
+
+
+def wait_health(proc: subprocess.Popen, port: int, timeout: float) -> float:
+    import httpx
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"not healthy after {timeout:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gpu_mem_used() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=memory.used,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+
+
+class Server:
+    """A llama-server we start ourselves (port, log), stopped by pid — only this one."""
+
+    def __init__(self, run: Run, argv: list[str], tag: str):
+        self.run, self.argv, self.tag = run, argv, tag
+        self.port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8080
+        self.logpath = run.logs / f"server-{tag}.log"
+
+    def __enter__(self) -> "Server":
+        self.run.log(f"start {self.tag}: {shlex.join(self.argv)}")
+        self.out = open(self.logpath, "wb")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
+        try:
+            self.load_s = wait_health(self.proc, self.port, min(300, max(5, self.run.left() - 10)))
+        except Exception:
+            self.__exit__()
+            raise
+        self.mem = gpu_mem_used()
+        self.run.log(f"  healthy after {self.load_s:.1f} s; GPU memory {self.mem}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+    def props(self) -> dict[str, Any]:
+        import httpx
+        try:
+            p = httpx.get(f"http://127.0.0.1:{self.port}/props", timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        dgs = p.get("default_generation_settings", {})
+        return {"total_slots": p.get("total_slots"), "n_ctx": dgs.get("n_ctx", p.get("n_ctx")),
+                "build_info": p.get("build_info")}
+
+
+def measure(port: int, prompts: list[int], gen: int, repeats: int) -> list[dict[str, Any]]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from sparkkit import bench, verify
+    with verify.client(f"http://127.0.0.1:{port}") as c:
+        return bench.measure(c, verify.served_model(c), prompts, gen, repeats, progress=False).to_dict("records")
+
+
+KEY_LINES = re.compile(r"buffer size|KV cache|offloaded|n_ctx|n_batch|n_ubatch|flash_attn|n_slots|kv_unified|"
+                       r"load_mode|mmap|system_info|model loaded|error|failed|warn", re.I)
+
+
+def excerpt(path: Path, head: int = 150, tail: int = 100) -> str:
+    """The head, the key lines (buffers, context, flags, errors) and the tail of a long log."""
+    lines = path.read_text(errors="replace").splitlines()
+    if len(lines) <= head + tail:
+        return "\n".join(lines)
+    key = [ln for ln in lines[head:-tail] if KEY_LINES.search(ln)][:400]
+    return "\n".join(lines[:head] + [f"… key lines of the {len(lines) - head - tail} left out …"] + key
+                     + ["… tail …"] + lines[-tail:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--res", default="/tmp/standin", help="results folder")
+    ap.add_argument("--budget", type=float, default=560, help="seconds this run may take")
+    ap.add_argument("--src", default=str(ROOT / ".devcarry" / "llama.cpp"), help="pinned llama.cpp tree")
+    ap.add_argument("--build-dir", default="/tmp/lb")
+    ap.add_argument("--binary", default="", help="use this llama-server instead of building (dry runs)")
+    ap.add_argument("--bench", default="", help="llama-bench binary (default: next to llama-server)")
+    ap.add_argument("--model", default="gpt-oss-120b")
+    ap.add_argument("--model-dir", default="/dev/shm/sparkkit-models")
+    ap.add_argument("--template", default="", help="chat template for 03 (default: the tree's gpt-oss one)")
+    ap.add_argument("--prompts", default="64,2048,8192,10240", help="06 prompt sizes: small, base, deep, deeper")
+    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bench-reps", type=int, default=5)
+    ap.add_argument("--plan-checks", default=";".join(f"{c},{u}" for c, u in PLAN_CHECKS))
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip")
+    ap.add_argument("--placed", default="", help="dry runs: record this GGUF as placed instead of running 03")
+    a = ap.parse_args(argv)
+    run = Run(Path(a.res), a.budget)
+    skip = set(filter(None, a.skip.split(",")))
+    prompts = [int(x) for x in a.prompts.split(",")]
+    small, base, deep, deeper = prompts
+    template = a.template or str(Path(a.src) / "models" / "templates" / "openai-gpt-oss-120b.jinja")
+    R = run.results
+    R["args"] = vars(a)
+
+    run.phase("info", 0, lambda: R.update(info=_info()))
+    run.phase("01-preflight", 30, lambda: run.papermill("01-preflight", {"model": a.model,
+                                                                         "model_dir": a.model_dir}))
+
+    _ensure_choice(run, a.model, a.model_dir)
+
+    # 04 (build) in the background; 03 (generate) and the bandwidth probe meanwhile.
+    build_params = ({"binary": a.binary} if a.binary else
+                    {"src_dir": a.src, "build_dir": a.build_dir, "build_now": True})
+    engine: dict[str, Any] = {}
+
+    def build():
+        try:
+            engine["record"] = run.papermill("04-engine", build_params)
+        except Exception as e:
+            engine["error"] = e
+
+    th = threading.Thread(target=build)
+    if run.left() > 60 and "04" not in skip:
+        run.log("## 04-engine (background)")
+        t_build = time.monotonic()
+        th.start()
+    if a.placed:
+        sys.path.insert(0, str(ROOT / "src"))
+        from sparkkit import records
+        records.update_state("model", {"model": a.model, "path": a.placed, "size_bytes": Path(a.placed).stat().st_size,
+                                       "source": "dry run", "seconds": 0, "alias": a.model})
+        run.log(f"dry run: {a.placed} recorded as placed (03 not run)")
+    else:
+        run.phase("03-place-model", 90, lambda: run.papermill(
+            "03-place-model", {"source": "generate", "chat_template": template if Path(template).is_file() else ""}))
+    run.phase("bandwidth", 30, lambda: R.update(bandwidth=_bandwidth()))
+    if th.is_alive() or th.ident:
+        th.join()
+        R["phases"]["04-engine"] = {"status": "ok" if "record" in engine else f"failed: {engine.get('error')}",
+                                    "seconds": round(time.monotonic() - t_build, 1)}
+        run.log(f"## 04-engine done: {engine.get('record', {}).get('headline') or engine.get('error')}")
+        run.save()
+    if "record" not in engine:
+        run.log("no engine: stopping after the records so far")
+        return _finish(run)
+
+    rec = run.phase("02-plan", 30, lambda: run.papermill("02-plan", {"context": 131072, "ubatch": 2048}))
+    served = run.phase("05-serve", 120, lambda: run.papermill("05-serve", {}))
+    if served is None:
+        return _finish(run)
+    st = run.state()
+    R["server"] = {"argv": st["server"]["argv"], "load_seconds": st["server"].get("load_seconds"),
+                   "gpu_mem": gpu_mem_used()}
+    binary = st["engine"]["runtime"]["path"]
+    model_path = st["model"]["path"]
+    v = run.phase("06-verify", 150, lambda: run.papermill("06-verify", {
+        "prompt_tokens": prompts, "gen_tokens": a.gen, "repeats": a.repeats}))
+    if v:
+        R["verify"] = {"headline": v["headline"], "probes": v["results"]["probes"]}
+    port = int(st["server"]["argv"][st["server"]["argv"].index("--port") + 1])
+    R["compare"] = {}
+    run.phase("compare sparkkit (live 05 server)", 40, lambda: R["compare"].update(sparkkit={
+        "argv": st["server"]["argv"], "load_s": st["server"].get("load_seconds"), "gpu_mem": R["server"]["gpu_mem"],
+        "runs": measure(port, [base, deep], a.gen, 2)}))
+    subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=60)
+
+    bench_bin = a.bench or str(Path(binary).with_name("llama-bench"))
+    run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, base, deep))
+    if v and "llama_bench" in R:
+        R["bench_vs_06"] = compare_bench(v["results"]["bench"], R["llama_bench"]["rows"], small, base, deep, deeper)
+        run.log("06 vs llama-bench:\n" + table(R["bench_vs_06"]))
+    run.phase("roofline", 10, lambda: _roofline(run, model_path, deep))
+
+    checks = [tuple(int(x) for x in c.split(",")) for c in a.plan_checks.split(";") if c]
+    R["plan_vs_logged"] = []
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
+    for i, (ctx, ub) in enumerate(checks):
+        if i == 2:   # the launch comparison goes before the 3rd/4th plan checks (both axes covered by then)
+            _comparisons(run, binary, model_path, help_text, base, deep, a.gen)
+        run.phase(f"plan check c={ctx} ub={ub}", 45, lambda: _plan_check(run, st["server"]["argv"], ctx, ub))
+    if len(checks) < 3:
+        _comparisons(run, binary, model_path, help_text, base, deep, a.gen)
+    return _finish(run)
+
+
+def _ensure_choice(run: Run, model: str, model_dir: str) -> None:
+    """01 must leave `host` and `choice` (model) for 02–05; if it did not, say so and hand them over."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from sparkkit import records
+    st = records.load_state()
+    if st.get("choice", {}).get("model") == model and "host" in st:
+        return
+    run.log(f"01 left no usable choice/host in the state ({st.get('choice')}); writing choice model={model} "
+            "and host from /proc/meminfo so 02–05 can go on")
+    if "host" not in st:
+        mem = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in open("/proc/meminfo") if ln.split()[1:2]}
+        records.update_state("host", {"is_gb10": False, "target": "embedded", "checks": [],
+                                      "usable_bytes": mem.get("MemAvailable", 0) + mem.get("SwapFree", 0) - 4 * 2**30})
+    records.update_state("choice", {"model": model, "engine": "llamacpp", "model_dir": model_dir})
+    run.results["state_fixup"] = True
+
+
+def _comparisons(run: Run, binary: str, model: str, help_text: str, base: int, deep: int, gen: int) -> None:
+    R = run.results
+
+    def guide():
+        port = free_port()
+        verbatim, runnable, change = guide_argv(binary, model, port, help_text)
+        p = subprocess.run(verbatim, capture_output=True, text=True, timeout=60)
+        R["compare"]["guide verbatim"] = {"argv": verbatim, "exit": p.returncode,
+                                          "tail": "\n".join((p.stdout + p.stderr).splitlines()[-4:])}
+        run.log(f"guide's line verbatim: exit {p.returncode}: {R['compare']['guide verbatim']['tail'][-300:]}")
+        with Server(run, runnable, "guide") as s:
+            R["compare"]["guide"] = {"argv": runnable, "change": change, "load_s": s.load_s, "gpu_mem": s.mem,
+                                     "props": s.props(), "runs": measure(s.port, [base, deep], gen, 2)}
+
+    def defaults():
+        port = free_port()
+        argv = [binary, "-m", model, "--port", str(port)]
+        with Server(run, argv, "defaults") as s:
+            R["compare"]["defaults"] = {"argv": argv, "load_s": s.load_s, "gpu_mem": s.mem, "props": s.props(),
+                                        "runs": measure(s.port, [base, deep], gen, 2)}
+
+    run.phase("compare guide flags", 60, guide)
+    run.phase("compare llama-server defaults", 60, defaults)
+    rows = []
+    for name, d in R["compare"].items():
+        if "runs" not in d:
+            continue
+        rs = d["runs"]
+        rows.append({"launch": name, "load s": round(d.get("load_s") or 0, 1),
+                     f"prefill tok/s @{deep}": _median([r["prefill tok/s"] for r in rs if r["target prompt"] == deep]),
+                     f"prefill tok/s @{base}": _median([r["prefill tok/s"] for r in rs if r["target prompt"] == base]),
+                     f"decode tok/s @{base}": _median([r["decode tok/s"] for r in rs if r["target prompt"] == base]),
+                     "GPU memory": d.get("gpu_mem"), "flags": shlex.join(d["argv"][3:])[:160]})
+    R["compare_table"] = rows
+    run.log("launch comparison:\n" + table(rows))
+
+
+def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int) -> None:
+    rec = run.papermill("02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}")
+    port = free_port()
+    argv = replace_flag(served_argv, "-c", str(ctx), ("--ctx-size",))
+    argv = replace_flag(argv, "-ub", str(ub), ("--ubatch-size",))
+    argv = replace_flag(argv, "-b", str(max(ub, 2048)), ("--batch-size",))
+    argv = replace_flag(argv, "--port", str(port))
+    argv = replace_flag(argv, "-lv", "4", ("--verbosity", "--log-verbosity"))
+    with Server(run, argv, f"lv4-c{ctx}-ub{ub}") as s:
+        pass
+    buffers = parse_buffers(s.logpath.read_text(errors="replace"))
+    logged = logged_components(buffers)
+    rows = compare_plan(rec["results"]["rows"], logged)
+    run.results["plan_vs_logged"].append({"context": ctx, "ubatch": ub, "buffers MiB": buffers,
+                                          "logged": logged, "rows": rows, "gpu_mem": s.mem,
+                                          "load_s": round(s.load_s, 1)})
+    run.log(f"plan vs logged at c={ctx} ub={ub}:\n" + table(rows))
+
+
+def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, base: int, deep: int) -> None:
+    argv = [bench_bin, "-m", model, "-ngl", "99", "-fa", "1", "-ub", "2048", "-p", "2048", "-n", "32",
+            "-d", f"0,{deep}", "-lm", "none", "-r", str(reps), "-o", "json"]
+    run.log(shlex.join(argv))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, run.left() - 5))
+    (run.logs / "llama-bench.err").write_text(p.stderr)
+    data = json.loads(p.stdout)
+    rows = bench_rows(data)
+    run.results["llama_bench"] = {"argv": argv, "rows": rows,
+                                  "build": {k: data[0].get(k) for k in ("build_commit", "build_number",
+                                                                          "gpu_info", "model_type", "model_size",
+                                                                          "model_n_params")} if data else {}}
+    run.log("llama-bench: " + json.dumps(rows))
+
+
+def _roofline(run: Run, model: str, deep: int) -> None:
+    import gguf
+    r = gguf.GGUFReader(model)
+    f = lambda k: r.fields[k].contents()   # noqa: E731
+    n_expert, n_used = f("gpt-oss.expert_count"), f("gpt-oss.expert_used_count")
+    n_layer, n_head_kv = f("gpt-oss.block_count"), f("gpt-oss.attention.head_count_kv")
+    head_dim, window = f("gpt-oss.attention.key_length"), f("gpt-oss.attention.sliding_window")
+    parts = active_bytes([(t.name, int(t.n_bytes)) for t in r.tensors], n_expert, n_used)
+    bw = (run.results.get("bandwidth") or {}).get("GB/s")
+    lb = (run.results.get("llama_bench") or {}).get("rows", {})
+    ver = {p["test"]: p["06 tok/s"] for p in run.results.get("bench_vs_06", [])}
+    rows = []
+    for depth in (0, deep):
+        b = parts["total"] + kv_read_bytes(depth, n_layer // 2, n_layer // 2, window, n_head_kv, head_dim)
+        ceiling = bw * 1e9 / b if bw else None
+        for src, tps in (("llama-bench tg32", lb.get(f"tg32@d{depth}", {}).get("avg")),
+                         ("06 decode", ver.get(f"tg32@d{depth}"))):
+            rows.append({"depth": depth, "bytes/token GB": round(b / 1e9, 3), "bandwidth GB/s": bw,
+                         "ceiling tok/s": None if ceiling is None else round(ceiling, 1), "measured by": src,
+                         "tok/s": None if tps is None else round(tps, 1),
+                         "fraction of roofline": None if not (tps and ceiling) else round(tps / ceiling, 3)})
+    run.results["roofline"] = {"bytes_per_token_parts": parts, "rows": rows}
+    run.log("roofline:\n" + table(rows))
+
+
+def _info() -> dict[str, str]:
+    def sh(cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        except subprocess.TimeoutExpired:
+            return "timeout"
+    return {"gpu": sh("nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader"),
+            "nvcc": sh("nvcc --version | tail -2 | head -1"), "cmake": sh("cmake --version | head -1"),
+            "ninja": sh("ninja --version"), "cpus": str(os.cpu_count()), "mem": sh("free -g | sed -n 2p"),
+            "shm": sh("df -h /dev/shm | tail -1"), "python": sys.version.split()[0]}
+
+
+def _bandwidth() -> dict[str, Any]:
+    """Device-to-device copy of 4 GiB (read + write counted), median of 20 event-timed runs."""
+    import torch
+    if not torch.cuda.is_available():
+        return {"GB/s": None, "note": "no CUDA device"}
+    n = 4 * 1024**3
+    x = torch.empty(n, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(20):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        y.copy_(x)
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e))
+    m = statistics.median(ts)
+    del x, y
+    torch.cuda.empty_cache()
+    return {"GB/s": round(2 * n / (m / 1e3) / 1e9, 1), "best GB/s": round(2 * n / (min(ts) / 1e3) / 1e9, 1),
+            "median ms": round(m, 3), "device": torch.cuda.get_device_name()}
+
+
+def _finish(run: Run) -> int:
+    run.log(f"done at {time.monotonic() - run.t0:.0f} s")
+    run.save()
+    home = Path(os.environ.get("SPARKKIT_HOME", "/nonexistent"))
+    extra = [home / "build" / "llama-cpp-build.log", *sorted((home / "server").glob("server-*.log"))]
+    for p in extra:   # 04's build log and 05's server log, next to ours
+        if p.is_file():
+            (run.logs / f"sparkkit-{p.name}").write_text(p.read_text(errors="replace"))
+    for p in sorted(run.logs.glob("*server-*.log")) + sorted(run.logs.glob("*build*.log")):
+        (p.with_suffix(".excerpt.txt")).write_text(excerpt(p))   # the (large) -lv 4 logs travel as excerpts
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
