@@ -262,6 +262,11 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
     c = _check("usable memory", "on GB10 nvidia-smi reports no memory (\"Not Supported\"); /proc/meminfo is the "
                "truth, MemTotal is ~121.6 GiB on a 128 GB box, and the page cache shares the unified memory")
     mem = f.mem
+    vram = re.fullmatch(r"(\d+)MiB\s*/\s*(\d+)MiB", f.gpu.memory or "")
+    if vram and not f.is_gb10 and n.model != "embedded":     # a discrete GPU: the weights live in its memory
+        free, need = (int(vram.group(2)) - int(vram.group(1))) * 2**20, n.weights_bytes + 2 * GIB
+        value = f"{_gib(free)} free of {f.gpu.names[0]}'s {_gib(int(vram.group(2)) * 2**20)}; {n.model} needs ≥ {_gib(need)}"
+        return (c("pass", value) if free >= need else c("fail", value, "use -p model gpt-oss-20b, or a GB10")), free
     if "MemAvailable" not in mem:
         return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo unreadable or without MemAvailable")), 0
     usable, need = mem["MemAvailable"] + mem.get("SwapFree", 0) - HEADROOM_BYTES, n.weights_bytes + 2 * GIB
