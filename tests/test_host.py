@@ -44,6 +44,8 @@ VERDICTS = {
     ("gb10-driver-595", "llamacpp"): (F, table(P, W, S, P, S, F, P, P, S, S)),
     ("spark-cuda-not-on-path", "llamacpp"): (W, table(P, P, W, S, S, S, S, S, S, S)),
     ("spark-cuda-not-on-path", "vllm"): (P, table(P, P, P, S, S, S, S, S, S, S)),
+    ("nvidia-h100-not-gb10", "llamacpp"): (W, table(W, P, S, S, S, P, S, P, P, P)),
+    ("nvidia-h100-not-gb10", "sglang"): (W, table(W, P, S, S, S, P, S, P, P, P)),
     ("x86-debian12-no-gpu", "llamacpp"): (P, table(S, S, S, S, S, P, S, P, P, P)),
     ("x86-debian12-no-gpu", "sglang"): (F, table(F, S, S, S, S, F, S, P, P, P)),
     ("x86-debian12-no-gpu", "ollama"): (F, table(W, S, S, S, S, F, S, P, P, P)),
@@ -106,6 +108,9 @@ def test_what_an_owner_knows_about_each_box(home):
     assert "595.71.05" in drv.value and "nvidia-driver-580-open" in drv.fix
     cuda = check(run("spark-cuda-not-on-path"), "CUDA toolkit on PATH")
     assert cuda.fix == "export PATH=/usr/local/cuda/bin:$PATH" and "13.0" in cuda.value
+    h100 = run("nvidia-h100-not-gb10", engine="sglang")                 # a discrete GPU: its own memory counts
+    assert "not a GB10" in check(h100, "platform").value and check(h100, "GPU driver").value == "580.159.04 (CUDA 13.0)"
+    assert check(h100, "usable memory").value.startswith("79.6 GiB free of NVIDIA H100 80GB HBM3's 79.6 GiB")
     x86 = run("x86-debian12-no-gpu")
     assert x86.target == "embedded" and x86.headline.startswith("snapshot x86-debian12-no-gpu: not a GB10 box")
     assert "not DGX OS" in check(x86, "DGX OS").value
