@@ -122,6 +122,15 @@ def test_offline_tree_renders_no_clone_no_git_stamp_no_ui_download():
     assert llamacpp.cuda_arch_for("NVIDIA H100 80GB HBM3") == "90"
 
 
+def test_a_vendored_tree_with_a_dangling_gitlink_is_built_offline(tmp_path):
+    from sparkkit.engines import llamacpp
+    (tmp_path / ".git").write_text("gitdir: ../../.git/modules/vendor/llama.cpp\n")   # as in the sdist
+    assert not llamacpp.is_git_checkout(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / ".git").write_text("gitdir: real\n")
+    assert llamacpp.is_git_checkout(tmp_path)
+
+
 def test_04_writes_a_fail_record_for_a_tree_without_the_ui_templates(home):
     src = home / "llama.cpp"
     (src / "tools" / "ui").mkdir(parents=True)

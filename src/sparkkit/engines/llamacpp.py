@@ -60,6 +60,20 @@ def build_commands(src_dir: str, cuda_arch: str = "121a-real", jobs: int | None 
     return cmds
 
 
+def is_git_checkout(src: Path) -> bool:
+    """A .git directory, or a .git file whose gitdir exists. Trees vendored in an sdist keep a
+    dangling `.git` file ("gitdir: ../../.git/modules/…"), on which git fails: not a checkout."""
+    dotgit = Path(src).expanduser() / ".git"
+    if dotgit.is_dir():
+        return True
+    if dotgit.is_file():
+        text = dotgit.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            target = Path(text.split(":", 1)[1].strip())
+            return (target if target.is_absolute() else dotgit.parent / target).is_dir()
+    return False
+
+
 def check_source(src_dir: str | Path) -> None:
     """Refuse a local tree the build would fail on late (after minutes of compiling)."""
     src = Path(src_dir).expanduser()
@@ -163,7 +177,7 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "~/llama.cpp"
     gpus = host.detect_gpus(host.HostSource())
     arch = cuda_arch if cuda_arch != "auto" else (cuda_arch_for(gpus[0]) if gpus else "121a-real")
     src = Path(src_dir).expanduser()
-    offline = (src / "CMakeLists.txt").is_file() and not (src / ".git").exists()   # a pinned local tree
+    offline = (src / "CMakeLists.txt").is_file() and not is_git_checkout(src)   # a pinned local tree
     generator = "Ninja" if shutil.which("ninja") else ""
     commands = build_commands(src_dir, arch, jobs=os.cpu_count() if build_now else None, offline=offline,
                               build_dir=build_dir, generator=generator)
