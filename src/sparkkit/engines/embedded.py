@@ -60,6 +60,8 @@ def to_params(launch: Launch):
     p.fit_params = False   # llama.cpp's --fit would silently shrink the context we planned
     if launch.threads:
         p.cpuparams.n_threads = p.cpuparams_batch.n_threads = launch.threads
+    if launch.log_verbosity is not None:
+        p.verbosity = launch.log_verbosity
     if launch.api_key_file:
         p.api_keys = [Path(launch.api_key_file).read_text(encoding="utf-8").strip()]
     return p

@@ -60,6 +60,7 @@ class Launch:
     api_key_file: str | None = None  # --api-key-file; required when host is not loopback
     metrics: bool = True            # --metrics: /metrics for the bench step
     threads: int | None = None      # -t; None = the engine's default
+    log_verbosity: int | None = None  # -lv; 4 makes llama.cpp log its KV cache and compute buffer sizes
     extra: tuple[str, ...] = field(default_factory=tuple)  # verbatim extra llama-server flags
 
     def __post_init__(self) -> None:
@@ -136,6 +137,8 @@ def to_argv(launch: Launch, binary: str = "llama-server", flags: ServerFlags = S
         a += ["--metrics"]
     if launch.threads:
         a += ["-t", str(launch.threads)]
+    if launch.log_verbosity is not None:
+        a += ["-lv", str(launch.log_verbosity)]
     if launch.api_key_file:
         a += ["--api-key-file", launch.api_key_file]
     return a + list(launch.extra)
