@@ -48,6 +48,10 @@ def test_buffers_parse_into_plan_components():
     assert [(r["component"], r["within 5 %"]) for r in rows] == [
         ("weights", True), ("KV full attention", True), ("compute buffers", False)]
     assert rows[0]["plan − logged %"] == pytest.approx(1.0, abs=0.01)
+    split = standin.compare_plan([{"component": "compute buffer (GPU)", "bytes": int(484.07 * MIB)},
+                                  {"component": "compute buffer (host)", "bytes": int(182.08 * MIB)}], c)
+    assert [r["component"] for r in split] == ["compute buffer (GPU)", "compute buffer (host)", "compute buffers"]
+    assert all(r["within 5 %"] for r in split)
 
 
 def test_flags_are_replaced_added_and_the_guide_line_is_made_runnable():

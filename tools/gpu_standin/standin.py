@@ -78,8 +78,10 @@ def logged_components(buffers: dict[str, float]) -> dict[str, float]:
     """Logged MiB summed over backends per plan component (and the host-side part on its own)."""
     def total(prefix: str) -> float:
         return sum(v for k, v in buffers.items() if k.startswith(prefix + " "))
+    host_compute = sum(v for k, v in buffers.items() if k.startswith("compute ") and k.endswith("_Host"))
     return {"weights": total("model"), "KV full attention": total("kv full"),
             "KV sliding window": total("kv swa"), "compute buffers": total("compute"),
+            "compute buffer (GPU)": total("compute") - host_compute, "compute buffer (host)": host_compute,
             "output buffer": total("output"),
             "host (pinned) buffers": sum(v for k, v in buffers.items() if k.endswith("_Host"))}
 
@@ -87,8 +89,11 @@ def logged_components(buffers: dict[str, float]) -> dict[str, float]:
 def compare_plan(plan_rows: list[dict[str, Any]], logged: dict[str, float]) -> list[dict[str, Any]]:
     """Plan row (bytes) vs logged MiB, per component llama.cpp allocates at load."""
     planned = {r["component"]: r["bytes"] / MIB for r in plan_rows}
+    split = [c for c in planned if c.startswith("compute buffer (")]
+    if split and "compute buffers" not in planned:   # a plan that splits GPU and host compute: check the sum too
+        planned["compute buffers"] = sum(planned[c] for c in split)
     rows = []
-    for comp in ("weights", "KV full attention", "KV sliding window", "compute buffers", "output buffer"):
+    for comp in ("weights", "KV full attention", "KV sliding window", *split, "compute buffers", "output buffer"):
         if comp not in planned:
             continue
         got = logged.get(comp, 0.0)
@@ -136,7 +141,9 @@ def bench_rows(bench_json: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for r in bench_json:
         kind = f"pp{r['n_prompt']}" if r.get("n_prompt") else f"tg{r['n_gen']}"
-        out[f"{kind}@d{r.get('n_depth', 0)}"] = {"avg": r["avg_ts"], "sd": r.get("stddev_ts", 0.0)}
+        samples = r.get("samples_ts") or [r["avg_ts"]]
+        out[f"{kind}@d{r.get('n_depth', 0)}"] = {"avg": r["avg_ts"], "sd": r.get("stddev_ts", 0.0),
+                                                 "median": statistics.median(samples), "samples": samples}
     return out
 
 
@@ -174,9 +181,9 @@ def compare_bench(runs: list[dict[str, Any]], bench: dict[str, dict[str, float]]
              (f"tg32@d{deep}", med(deep, "decode tok/s"), f"06 decode after a {deep}-token prompt")]
     rows = []
     for test, ours, how in pairs:
-        ref = bench.get(test, {}).get("avg")
+        ref = bench.get(test, {}).get("median", bench.get(test, {}).get("avg"))   # a slow first sample skews avg
         err = (ours - ref) / ref * 100 if ours and ref else None
-        rows.append({"test": test, "llama-bench tok/s": None if ref is None else round(ref, 1),
+        rows.append({"test": test, "llama-bench median tok/s": None if ref is None else round(ref, 1),
                      "± sd": None if ref is None else round(bench[test]["sd"], 1),
                      "06 tok/s": None if ours is None else round(ours, 1), "06 − bench %": None if err is None
                      else round(err, 1), "within 5 %": err is not None and abs(err) <= 5, "06 figure": how})
@@ -398,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--template", default="", help="chat template for 03 (default: the tree's gpt-oss one)")
     ap.add_argument("--prompts", default="64,2048,8192,10240", help="06 prompt sizes: small, base, deep, deeper")
     ap.add_argument("--gen", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--bench-reps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--bench-reps", type=int, default=10)
     ap.add_argument("--plan-checks", default=";".join(f"{c},{u}" for c, u in PLAN_CHECKS))
     ap.add_argument("--skip", default="", help="comma-separated phases to skip")
     ap.add_argument("--placed", default="", help="dry runs: record this GGUF as placed instead of running 03")
@@ -444,6 +451,21 @@ def main(argv: list[str] | None = None) -> int:
         run.phase("03-place-model", 90, lambda: run.papermill(
             "03-place-model", {"source": "generate", "chat_template": template if Path(template).is_file() else ""}))
     run.phase("bandwidth", 30, lambda: R.update(bandwidth=_bandwidth()))
+    checks = [tuple(int(x) for x in c.split(",")) for c in a.plan_checks.split(";") if c]
+    plans: dict[tuple[int, int], dict] = {}
+    model_path = run.state().get("model", {}).get("path", "")
+    if model_path and Path(model_path).is_file():   # 02 needs no engine: plan while 04 compiles
+        for ctx, ub in checks:
+            if th.is_alive() and run.left() > 200:
+                rec = run.phase(f"02-plan c={ctx} ub={ub} (during the build)", 60, lambda: run.papermill(
+                    "02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}"))
+                if rec:
+                    plans[(ctx, ub)] = rec
+        if th.is_alive():
+            run.phase("roofline bytes (during the build)", 30, lambda: _roofline_bytes(run, model_path))
+        if th.is_alive() and run.left() > 200:   # last, so the plan 05 serves is this one
+            R["main_plan"] = run.phase("02-plan (during the build)", 60, lambda: run.papermill(
+                "02-plan", {"context": 131072, "ubatch": 2048}))
     if th.is_alive() or th.ident:
         th.join()
         R["phases"]["04-engine"] = {"status": "ok" if "record" in engine else f"failed: {engine.get('error')}",
@@ -454,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         run.log("no engine: stopping after the records so far")
         return _finish(run)
 
-    rec = run.phase("02-plan", 30, lambda: run.papermill("02-plan", {"context": 131072, "ubatch": 2048}))
+    if not R.get("main_plan"):
+        run.phase("02-plan", 30, lambda: run.papermill("02-plan", {"context": 131072, "ubatch": 2048}))
     served = run.phase("05-serve", 120, lambda: run.papermill("05-serve", {}))
     if served is None:
         return _finish(run)
@@ -481,15 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         run.log("06 vs llama-bench:\n" + table(R["bench_vs_06"]))
     run.phase("roofline", 10, lambda: _roofline(run, model_path, deep))
 
-    checks = [tuple(int(x) for x in c.split(",")) for c in a.plan_checks.split(";") if c]
     R["plan_vs_logged"] = []
     help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
-    for i, (ctx, ub) in enumerate(checks):
-        if i == 2:   # the launch comparison goes before the 3rd/4th plan checks (both axes covered by then)
-            _comparisons(run, binary, model_path, help_text, base, deep, a.gen)
-        run.phase(f"plan check c={ctx} ub={ub}", 45, lambda: _plan_check(run, st["server"]["argv"], ctx, ub))
-    if len(checks) < 3:
-        _comparisons(run, binary, model_path, help_text, base, deep, a.gen)
+    for ctx, ub in checks:
+        run.phase(f"plan check c={ctx} ub={ub}", 25 if (ctx, ub) in plans else 45,
+                  lambda: _plan_check(run, st["server"]["argv"], ctx, ub, plans.get((ctx, ub))))
+    _comparisons(run, binary, model_path, help_text, base, deep, a.gen)
     return _finish(run)
 
 
@@ -532,8 +552,19 @@ def _comparisons(run: Run, binary: str, model: str, help_text: str, base: int, d
             R["compare"]["defaults"] = {"argv": argv, "load_s": s.load_s, "gpu_mem": s.mem, "props": s.props(),
                                         "runs": measure(s.port, [base, deep], gen, 2)}
 
+    def backend_sampling():
+        sk = R["compare"].get("sparkkit", {}).get("argv")
+        if not sk or "--backend-sampling" not in help_text:
+            raise RuntimeError("no sparkkit launch recorded, or this build has no --backend-sampling")
+        argv = replace_flag(sk, "--port", str(free_port())) + ["--backend-sampling"]
+        with Server(run, argv, "sparkkit-bs") as s:
+            R["compare"]["sparkkit + --backend-sampling (experimental)"] = {
+                "argv": argv, "load_s": s.load_s, "gpu_mem": s.mem, "runs": measure(s.port, [base, deep], gen, 2)}
+
     run.phase("compare guide flags", 60, guide)
     run.phase("compare llama-server defaults", 60, defaults)
+    if True:
+        run.phase("compare sparkkit + backend sampling", 60, backend_sampling)
     rows = []
     for name, d in R["compare"].items():
         if "runs" not in d:
@@ -548,8 +579,8 @@ def _comparisons(run: Run, binary: str, model: str, help_text: str, base: int, d
     run.log("launch comparison:\n" + table(rows))
 
 
-def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int) -> None:
-    rec = run.papermill("02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}")
+def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int, rec: dict | None = None) -> None:
+    rec = rec or run.papermill("02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}")
     port = free_port()
     argv = replace_flag(served_argv, "-c", str(ctx), ("--ctx-size",))
     argv = replace_flag(argv, "-ub", str(ub), ("--ubatch-size",))
@@ -573,6 +604,7 @@ def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, base: int, dee
     run.log(shlex.join(argv))
     p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, run.left() - 5))
     (run.logs / "llama-bench.err").write_text(p.stderr)
+    (run.res / "llama-bench.json").write_text(p.stdout)
     data = json.loads(p.stdout)
     rows = bench_rows(data)
     run.results["llama_bench"] = {"argv": argv, "rows": rows,
@@ -582,22 +614,31 @@ def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, base: int, dee
     run.log("llama-bench: " + json.dumps(rows))
 
 
-def _roofline(run: Run, model: str, deep: int) -> None:
+def _roofline_bytes(run: Run, model: str) -> None:
     import gguf
     r = gguf.GGUFReader(model)
     f = lambda k: r.fields[k].contents()   # noqa: E731
     n_expert, n_used = f("gpt-oss.expert_count"), f("gpt-oss.expert_used_count")
-    n_layer, n_head_kv = f("gpt-oss.block_count"), f("gpt-oss.attention.head_count_kv")
-    head_dim, window = f("gpt-oss.attention.key_length"), f("gpt-oss.attention.sliding_window")
-    parts = active_bytes([(t.name, int(t.n_bytes)) for t in r.tensors], n_expert, n_used)
+    run.results["roofline_shape"] = {
+        "n_layer": f("gpt-oss.block_count"), "n_head_kv": f("gpt-oss.attention.head_count_kv"),
+        "head_dim": f("gpt-oss.attention.key_length"), "window": f("gpt-oss.attention.sliding_window"),
+        "parts": active_bytes([(t.name, int(t.n_bytes)) for t in r.tensors], n_expert, n_used)}
+
+
+def _roofline(run: Run, model: str, deep: int) -> None:
+    if "roofline_shape" not in run.results:
+        _roofline_bytes(run, model)
+    sh = run.results["roofline_shape"]
+    n_layer, n_head_kv, head_dim, window, parts = (sh[k] for k in ("n_layer", "n_head_kv", "head_dim", "window",
+                                                                   "parts"))
     bw = (run.results.get("bandwidth") or {}).get("GB/s")
-    lb = (run.results.get("llama_bench") or {}).get("rows", {})
+    lb = {k: {"avg": v.get("median", v["avg"])} for k, v in ((run.results.get("llama_bench") or {}).get("rows", {})).items()}
     ver = {p["test"]: p["06 tok/s"] for p in run.results.get("bench_vs_06", [])}
     rows = []
     for depth in (0, deep):
         b = parts["total"] + kv_read_bytes(depth, n_layer // 2, n_layer // 2, window, n_head_kv, head_dim)
         ceiling = bw * 1e9 / b if bw else None
-        for src, tps in (("llama-bench tg32", lb.get(f"tg32@d{depth}", {}).get("avg")),
+        for src, tps in (("llama-bench tg32 (median)", lb.get(f"tg32@d{depth}", {}).get("avg")),
                          ("06 decode", ver.get(f"tg32@d{depth}"))):
             rows.append({"depth": depth, "bytes/token GB": round(b / 1e9, 3), "bandwidth GB/s": bw,
                          "ceiling tok/s": None if ceiling is None else round(ceiling, 1), "measured by": src,
