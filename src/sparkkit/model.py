@@ -1,11 +1,17 @@
 """What a model is, as far as memory and speed are concerned: its architecture and files.
 
-The architecture comes from the model itself when it is on disk (GGUF metadata read with the
-`gguf` package), else from the catalogue below, whose numbers carry their sources.
+The architecture comes from the model itself when it is on disk — a GGUF's metadata and tensor
+infos (header only: `GGUFHeader` parses them with the `gguf` package's own reader but skips over
+the 201k-entry vocabulary instead of building a numpy view per string, so a 60 GB split GGUF is
+read in ~0.1 s), or a Hugging Face `config.json` next to safetensors — and from the catalogue
+below otherwise, where every number carries its source.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+import re
+import struct
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +29,26 @@ class Architecture:
     head_dim: int
     n_embd: int
     sliding_window: int          # 0 = no sliding-window layers
-    n_swa_layers: int            # gpt-oss: every other layer is sliding-window
+    n_swa_layers: int            # gpt-oss: every other layer (the even ones) is sliding-window
     n_expert: int
     n_expert_used: int
     context_max: int
     n_vocab: int
-    weights_bytes: int           # what the engine loads (GGUF size)
+    weights_bytes: int           # what the engine loads (GGUF tensor data, or the safetensors)
     params_total: float
     params_active: float
-    active_bytes_per_token: float  # weights read per decoded token (MXFP4 experts, 8-bit attention)
+    active_bytes_per_token: float  # weights read per decoded token (attention, router, k experts, head)
+    arch: str = "gpt-oss"        # llama.cpp's architecture name (general.architecture)
+    n_ff_exp: int = 0            # expert feed-forward width
+    source: str = ""             # where these numbers came from
 
     @property
     def n_full_layers(self) -> int:
         return self.n_layer - self.n_swa_layers
+
+    def kv_bytes_per_token_layer(self, bytes_per_element: float = 2.0) -> float:
+        """K + V of one token in one layer."""
+        return 2 * self.n_head_kv * self.head_dim * bytes_per_element
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,96 +59,315 @@ class CatalogueEntry:
     arch: Architecture
     hf_repo: str | None            # where 03 downloads the GGUF from
     hf_files: tuple[str, ...]      # shards; the first is what -m points at
-    sources: str
+    sources: dict[str, str]        # Architecture field -> where its number comes from
+    servable: bool = True          # False: planned only (01/03/05 serve the gpt-oss models)
+
+
+_OSS_CONFIG = "openai/gpt-oss-{}/config.json (HF; quoted in research/spark.md §7 and peers.md §4)"
+_BENCH = "llama.cpp benches/dgx-spark.md, llama-bench 'size'/'params' of {} (build 2f68ce7cf; research/spark.md §7)"
+_QWEN_CONFIG = ("Qwen/Qwen3-Coder-30B-A3B-Instruct config.json (HF; the same file is mirrored verbatim at "
+                "github.com/ztxz16/fastllm Qwen3-Coder-30B-A3B-Instruct/config.json)")
+
+
+def _shape_sources(config: str, **extra: str) -> dict[str, str]:
+    keys = ("n_layer", "n_head", "n_head_kv", "head_dim", "n_embd", "sliding_window", "n_swa_layers", "n_expert",
+            "n_expert_used", "context_max", "n_vocab", "n_ff_exp")
+    return {**{k: config for k in keys}, **extra}
+
+
+def qwen3_coder_active_bytes() -> float:
+    """Bytes a Qwen3-Coder-30B-A3B Q8_0 GGUF reads per decoded token, from its config shapes: Q8_0
+    (34 bytes per 32 weights) attention (q 2048→4096, k/v 2048→512, o 4096→2048), 8 of 128 experts
+    (3 × 2048 × 768 each) and the output head (151936 × 2048), plus the F32 router (2048 × 128),
+    which llama-quantize leaves unquantized; per layer × 48. No published tensor listing was found,
+    so this is computed, not measured (≈3.27 GB; gpt-oss-120b's 3.594 GB is measured)."""
+    q8 = 34 / 32
+    attn = 2048 * 4096 + 2 * 2048 * 512 + 4096 * 2048
+    experts = 8 * 3 * 2048 * 768
+    return 48 * ((attn + experts) * q8 + 2048 * 128 * 4) + 151936 * 2048 * q8
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
-    # Shapes: openai/gpt-oss-120b config.json; size: ggml-org/gpt-oss-120b-GGUF (59.02 GiB,
-    # 116.83 B params, llama.cpp benches/dgx-spark.md); active bytes: 3.594 GB/token measured
-    # from tensor sizes in research/gpu-standin.md §6 (attention Q8_0 + 4 experts MXFP4 + head).
     "gpt-oss-120b": CatalogueEntry(
         Architecture("gpt-oss-120b", n_layer=36, n_head=64, n_head_kv=8, head_dim=64, n_embd=2880,
                      sliding_window=128, n_swa_layers=18, n_expert=128, n_expert_used=4, context_max=131072,
                      n_vocab=201088, weights_bytes=int(59.02 * GIB), params_total=116.83e9, params_active=5.1e9,
-                     active_bytes_per_token=3.594e9),
+                     active_bytes_per_token=3.594e9, arch="gpt-oss", n_ff_exp=2880, source="catalogue"),
         "ggml-org/gpt-oss-120b-GGUF",
         ("gpt-oss-120b-mxfp4-00001-of-00003.gguf", "gpt-oss-120b-mxfp4-00002-of-00003.gguf",
          "gpt-oss-120b-mxfp4-00003-of-00003.gguf"),
-        "HF openai/gpt-oss-120b config.json; ggml-org/gpt-oss-120b-GGUF; research/gpu-standin.md §6"),
-    # openai/gpt-oss-20b config.json (24 layers, 32 experts); ggml-org/gpt-oss-20b-GGUF 11.27 GiB, 20.91 B.
+        _shape_sources(
+            _OSS_CONFIG.format("120b") + ": num_hidden_layers 36, num_attention_heads 64, num_key_value_heads 8, "
+            "head_dim 64, hidden_size 2880, intermediate_size 2880, sliding_window 128, layer_types "
+            "[sliding, full] × 18, num_local_experts 128, experts_per_token 4, max_position_embeddings 131072, "
+            "vocab_size 201088",
+            weights_bytes=_BENCH.format("ggml-org/gpt-oss-120b-GGUF: 59.02 GiB"),
+            params_total=_BENCH.format("ggml-org/gpt-oss-120b-GGUF: 116.83 B"),
+            params_active="OpenAI model card: 117B total / 5.1B active (research/spark.md §7)",
+            active_bytes_per_token="tensor sizes of the ggml-org GGUF: attention Q8_0 1015.2 MB + 4 of 128 experts "
+                                   "MXFP4 1903.6 MB + router 53.1 MB + output head 615.3 MB = 3.594 GB "
+                                   "(research/gpu-standin.md §6)")),
     "gpt-oss-20b": CatalogueEntry(
         Architecture("gpt-oss-20b", n_layer=24, n_head=64, n_head_kv=8, head_dim=64, n_embd=2880,
                      sliding_window=128, n_swa_layers=12, n_expert=32, n_expert_used=4, context_max=131072,
                      n_vocab=201088, weights_bytes=int(11.27 * GIB), params_total=20.91e9, params_active=3.6e9,
-                     active_bytes_per_token=2.575e9),
+                     active_bytes_per_token=2.575e9, arch="gpt-oss", n_ff_exp=2880, source="catalogue"),
         "ggml-org/gpt-oss-20b-GGUF", ("gpt-oss-20b-mxfp4.gguf",),
-        "HF openai/gpt-oss-20b config.json; ggml-org/gpt-oss-20b-GGUF; research/gpu-standin.md §6"),
+        _shape_sources(
+            _OSS_CONFIG.format("20b") + ": as 120b but num_hidden_layers 24 (layer_types × 12) and "
+            "num_local_experts 32",
+            weights_bytes=_BENCH.format("ggml-org/gpt-oss-20b-GGUF: 11.27 GiB"),
+            params_total=_BENCH.format("ggml-org/gpt-oss-20b-GGUF: 20.91 B"),
+            params_active="OpenAI model card: 21B total / 3.6B active (research/spark.md §7)",
+            active_bytes_per_token="tensor sizes of the ggml-org GGUF: attention 676.8 MB + 4 of 32 experts "
+                                   "1269.0 MB + router 8.9 MB + output head 615.3 MB = 2.575 GB "
+                                   "(research/gpu-standin.md §6)")),
+    "qwen3-coder-30b-a3b": CatalogueEntry(
+        Architecture("Qwen3-Coder-30B-A3B-Instruct", n_layer=48, n_head=32, n_head_kv=4, head_dim=128, n_embd=2048,
+                     sliding_window=0, n_swa_layers=0, n_expert=128, n_expert_used=8, context_max=262144,
+                     n_vocab=151936, weights_bytes=int(30.25 * GIB), params_total=30.53e9, params_active=3.3e9,
+                     active_bytes_per_token=qwen3_coder_active_bytes(), arch="qwen3moe", n_ff_exp=768,
+                     source="catalogue"),
+        "ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF", ("qwen3-coder-30b-a3b-instruct-q8_0.gguf",),
+        _shape_sources(
+            _QWEN_CONFIG + ": num_hidden_layers 48, num_attention_heads 32, num_key_value_heads 4, head_dim 128, "
+            "hidden_size 2048, use_sliding_window false (so no sliding-window layers), num_experts 128, "
+            "num_experts_per_tok 8, moe_intermediate_size 768, max_position_embeddings 262144, vocab_size 151936",
+            weights_bytes=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.25 GiB"),
+            params_total=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.53 B"),
+            params_active="Qwen model card: 30.5B in total and 3.3B activated",
+            active_bytes_per_token="computed from the config shapes (qwen3_coder_active_bytes: Q8_0 attention, "
+                                   "8 of 128 experts and head, F32 router); not measured"),
+        servable=False),
 }
 
-MODEL_CHOICES = ("auto", "embedded", *CATALOGUE)
+SERVABLE = tuple(k for k, e in CATALOGUE.items() if e.servable)
+MODEL_CHOICES = ("auto", "embedded", *SERVABLE)
 
 
-def _meta(reader, key: str):
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    value = field.contents()
-    return value
+# ---------------------------------------------------------------------------------------------- GGUF
 
-
-def from_gguf(path: str | Path) -> Architecture:
-    """Read the architecture from a GGUF file's metadata (split files: pass the first shard)."""
+def _gguf_reader_class():
     import gguf
+    import numpy as np
+    from gguf import GGUFValueType
 
+    class GGUFHeader(gguf.GGUFReader):
+        """`gguf.GGUFReader`, header only: the package parses magic, version, byte order, metadata and
+        tensor infos as usual; arrays are kept whole (one numpy view, not one per element) and arrays
+        of strings (the vocabulary, the merges) are stepped over, keeping only their length — the
+        per-element parsing is what makes GGUFReader take ~12 s on gpt-oss-120b's header. Tensor
+        data is never touched (`tensor_infos` instead of memory-mapped `tensors`)."""
+
+        def _get_field_parts(self, orig_offs, raw_type):
+            if GGUFValueType(raw_type) != GGUFValueType.ARRAY:
+                return super()._get_field_parts(orig_offs, raw_type)
+            raw_itype = self._get(orig_offs, np.uint32)
+            alen = self._get(orig_offs + 4, np.uint64)
+            itype = GGUFValueType(raw_itype[0])
+            offs, n = orig_offs + 12, int(alen[0])
+            types = [GGUFValueType.ARRAY, itype]
+            if itype == GGUFValueType.STRING:
+                unpack, mv = struct.Struct("<Q" if self.byte_order == "I" else ">Q").unpack_from, memoryview(self.data)
+                for _ in range(n):
+                    offs += 8 + unpack(mv, offs)[0]
+                return offs - orig_offs, [raw_itype, alen], [], types
+            nptype = self.gguf_scalar_to_np.get(itype)
+            if nptype is None:                                    # nested arrays: the package's own way
+                return super()._get_field_parts(orig_offs, raw_type)
+            values = self._get(offs, nptype, n)
+            return 12 + int(values.nbytes), [raw_itype, alen, values], [2], types
+
+        def _build_tensors(self, start_offs, fields):
+            from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+            self.tensor_infos = []
+            for field in fields:
+                _nl, name, _nd, dims, raw_dtype, _offset = field.parts
+                qtype = GGMLQuantizationType(int(raw_dtype[0]))
+                n = int(np.prod(dims)) if len(dims) else 1
+                block, size = GGML_QUANT_SIZES[qtype]
+                self.tensor_infos.append((bytes(name).decode("utf-8"), n, n // block * size))
+
+        def value(self, key: str, default=None):
+            f = self.fields.get(key)
+            if f is None:
+                return default
+            if f.types and f.types[0] == GGUFValueType.ARRAY:
+                return f.contents() if f.data else None
+            return f.contents()
+
+        def array_len(self, key: str) -> int:
+            f = self.fields.get(key)
+            return int(f.parts[4][0]) if f is not None and f.types and f.types[0] == GGUFValueType.ARRAY else 0
+
+    return GGUFHeader
+
+
+def read_gguf_header(path: str | Path):
+    """A `GGUFHeader` for `path`, or a ParameterError naming the file when it is not a GGUF."""
     path = Path(path)
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:  # gguf raises ValueError/struct errors on non-GGUF input
-        raise ParameterError("model", str(path), f"a GGUF file (reading it failed: {e})") from e
-    arch = _meta(reader, "general.architecture")
-    if not arch:
-        raise ParameterError("model", str(path), "a GGUF file with general.architecture")
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ParameterError("model", str(path), f"a readable GGUF file ({e.strerror})") from e
+    if magic != b"GGUF":
+        raise ParameterError("model", str(path), "a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        return _gguf_reader_class()(path)
+    except (ValueError, KeyError, IndexError, struct.error) as e:
+        raise ParameterError("model", str(path), f"a well-formed GGUF file (reading its header failed: {e})") from e
 
-    def k(name: str, default=None):
-        v = _meta(reader, f"{arch}.{name}")
-        return default if v is None else v
 
-    n_layer = int(k("block_count"))
-    window = int(k("attention.sliding_window", 0) or 0)
-    n_expert = int(k("expert_count", 0) or 0)
-    n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    size = sum(p.stat().st_size for p in _shards(path))
-    head_dim = int(k("attention.key_length", 0) or int(k("embedding_length")) // int(k("attention.head_count")))
-    active_fraction = (int(k("expert_used_count", 0) or 0) / n_expert) if n_expert else 1.0
-    expert_bytes = sum(int(t.n_bytes) for t in reader.tensors if "_exps." in t.name)
-    return Architecture(
-        name=str(_meta(reader, "general.name") or path.stem), n_layer=n_layer,
-        n_head=int(k("attention.head_count")), n_head_kv=int(k("attention.head_count_kv")),
-        head_dim=head_dim, n_embd=int(k("embedding_length")), sliding_window=window,
-        # gpt-oss alternates sliding/full attention (llama.cpp: set_swa_pattern(2))
-        n_swa_layers=n_layer // 2 if (window and arch == "gpt-oss") else 0,
-        n_expert=n_expert, n_expert_used=int(k("expert_used_count", 0) or 0),
-        context_max=int(k("context_length")), n_vocab=n_vocab, weights_bytes=size,
-        params_total=float(params), params_active=float(params) * (active_fraction if n_expert else 1.0),
-        active_bytes_per_token=float(size - expert_bytes + expert_bytes * active_fraction),
-    )
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
 
 def _shards(first: Path) -> list[Path]:
-    """All shards of a split GGUF (name-00001-of-0000N.gguf), or just the file."""
-    name = first.name
-    if "-00001-of-" in name:
-        total = name.split("-of-")[1].split(".")[0]
-        return [first.with_name(name.replace("-00001-of-", f"-{i:05d}-of-")) for i in range(1, int(total) + 1)
-                if first.with_name(name.replace("-00001-of-", f"-{i:05d}-of-")).exists()]
-    return [first]
+    """All shards of a split GGUF (name-00001-of-0000N.gguf), or just the file; missing ones are an error."""
+    m = _SPLIT.search(first.name)
+    if not m:
+        return [first]
+    total = int(m.group(2))
+    paths = [first.with_name(_SPLIT.sub(f"-{i:05d}-of-{total:05d}.gguf", first.name)) for i in range(1, total + 1)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise ParameterError("model", str(first), f"all {total} shards of the split GGUF in one folder "
+                                                  f"(missing: {', '.join(missing)})")
+    return paths
 
+
+def from_gguf(path: str | Path) -> Architecture:
+    """Read the architecture from a GGUF's metadata and tensor infos (a split GGUF: pass any shard's
+    path; the first holds the metadata, every shard's tensor infos are read)."""
+    path = Path(path)
+    m = _SPLIT.search(path.name)
+    if m and m.group(1) != "00001":
+        path = path.with_name(_SPLIT.sub(f"-00001-of-{m.group(2)}.gguf", path.name))
+    shards = _shards(path)
+    head = read_gguf_header(shards[0])
+    arch = head.value("general.architecture")
+    if not arch:
+        raise ParameterError("model", str(path), "a GGUF file with general.architecture")
+    tensors = list(head.tensor_infos)
+    for shard in shards[1:]:
+        tensors += read_gguf_header(shard).tensor_infos
+
+    def k(name: str, default=None):
+        v = head.value(f"{arch}.{name}", default)
+        return default if v is None else v
+
+    try:
+        n_layer = int(k("block_count"))
+        n_embd = int(k("embedding_length"))
+        n_head = int(k("attention.head_count"))
+    except (TypeError, ValueError) as e:
+        raise ParameterError("model", str(path), f"a GGUF with {arch}.block_count, embedding_length and "
+                                                 "attention.head_count") from e
+    n_head_kv = k("attention.head_count_kv", n_head)
+    n_head_kv = int(n_head_kv[0] if isinstance(n_head_kv, list) else n_head_kv)
+    window = int(k("attention.sliding_window", 0) or 0)
+    n_expert = int(k("expert_count", 0) or 0)
+    n_used = int(k("expert_used_count", 0) or 0)
+    n_ff = k("expert_feed_forward_length", 0) or k("feed_forward_length", 0) or 0
+    n_ff = int(n_ff[0] if isinstance(n_ff, list) else n_ff)
+    head_dim = int(k("attention.key_length", 0) or n_embd // n_head)
+    # gpt-oss alternates sliding/full attention, even layers sliding (llama.cpp: load_swa_pattern(ml, 2))
+    n_swa = n_layer // 2 + n_layer % 2 if (window and arch == "gpt-oss") else 0
+    params = sum(n for _, n, _ in tensors)
+    data = sum(b for _, _, b in tensors)
+    expert = sum(b for name, _, b in tensors if "_exps." in name)
+    embd = sum(b for name, _, b in tensors if name.startswith("token_embd."))
+    fraction = n_used / n_expert if n_expert else 1.0
+    expert_params = sum(n for name, n, _ in tensors if "_exps." in name)
+    return Architecture(
+        name=str(head.value("general.name") or path.stem), n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv,
+        head_dim=head_dim, n_embd=n_embd, sliding_window=window, n_swa_layers=n_swa, n_expert=n_expert,
+        n_expert_used=n_used, context_max=int(k("context_length", 0) or 0),
+        n_vocab=head.array_len("tokenizer.ggml.tokens") or int(k("vocab_size", 0) or 0), weights_bytes=data,
+        params_total=float(params), params_active=float(params - expert_params * (1 - fraction)),
+        # a decoded token reads every tensor but the embedding table (one row) and k of n experts
+        active_bytes_per_token=float(data - embd - expert + expert * fraction), arch=str(arch), n_ff_exp=n_ff,
+        source=f"GGUF header of {path.name}" + (f" (+{len(shards) - 1} shards)" if len(shards) > 1 else ""))
+
+
+# ---------------------------------------------------------------------------------------------- HF config
+
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1}
+
+
+def from_hf_config(path: str | Path) -> Architecture:
+    """The architecture of a Hugging Face model folder (config.json, safetensors) — what vLLM and
+    SGLang load. Weight bytes: model.safetensors.index.json's total_size, else the .safetensors
+    files; MXFP4-quantized experts (gpt-oss) count 17 bytes per 32 weights, the rest its dtype."""
+    path = Path(path)
+    cfg_path = path / "config.json" if path.is_dir() else path
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ParameterError("model", str(path),
+                             f"a Hugging Face model folder with a readable config.json ({e})") from e
+    if "text_config" in cfg:
+        cfg = {**cfg["text_config"], "quantization_config": cfg.get("quantization_config")}
+    try:
+        n_layer, n_embd = int(cfg["num_hidden_layers"]), int(cfg["hidden_size"])
+        n_head = int(cfg["num_attention_heads"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ParameterError("model", str(path), "a config.json with num_hidden_layers, hidden_size and "
+                                                 "num_attention_heads") from e
+    n_head_kv = int(cfg.get("num_key_value_heads") or n_head)
+    head_dim = int(cfg.get("head_dim") or n_embd // n_head)
+    n_expert = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
+    n_used = int(cfg.get("experts_per_token") or cfg.get("num_experts_per_tok") or 0)
+    n_ff = int(cfg.get("moe_intermediate_size") or cfg.get("intermediate_size") or 0)
+    layer_types = cfg.get("layer_types") or []
+    window = int(cfg.get("sliding_window") or 0) if (layer_types or cfg.get("use_sliding_window")) else 0
+    n_swa = sum(1 for t in layer_types if t == "sliding_attention") if layer_types else (n_layer if window else 0)
+    vocab = int(cfg.get("vocab_size") or 0)
+    mxfp4 = (cfg.get("quantization_config") or {}).get("quant_method") == "mxfp4"
+    dense_b = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
+    attn = n_embd * head_dim * (n_head + 2 * n_head_kv) + n_head * head_dim * n_embd
+    router = n_embd * n_expert
+    expert = 3 * n_embd * n_ff
+    head = vocab * n_embd * (1 if cfg.get("tie_word_embeddings") else 2)
+    params = n_layer * (attn + router + n_expert * expert) + head
+    expert_b = 17 / 32 if mxfp4 else dense_b
+    est_bytes = n_layer * ((attn + router) * dense_b + n_expert * expert * expert_b) + head * dense_b
+    weights, how = _safetensors_bytes(path if path.is_dir() else path.parent), "safetensors"
+    if not weights:
+        weights, how = int(est_bytes), "estimated from config.json shapes (no safetensors found)"
+    used = n_used or n_expert
+    active = n_layer * ((attn + router) * dense_b + used * expert * expert_b) + vocab * n_embd * dense_b
+    return Architecture(
+        name=str(cfg.get("_name_or_path") or (path if path.is_dir() else path.parent).name), n_layer=n_layer,
+        n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_embd=n_embd, sliding_window=window,
+        n_swa_layers=n_swa, n_expert=n_expert, n_expert_used=n_used,
+        context_max=int(cfg.get("max_position_embeddings") or 0), n_vocab=vocab, weights_bytes=weights,
+        params_total=float(params), params_active=float(params - n_layer * (n_expert - used) * expert),
+        active_bytes_per_token=float(active), arch={"gpt_oss": "gpt-oss", "qwen3_moe": "qwen3moe"}.get(
+            cfg.get("model_type"), str(cfg.get("model_type"))), n_ff_exp=n_ff,
+        source=f"config.json of {cfg_path.parent.name}; weights {how}")
+
+
+def _safetensors_bytes(folder: Path) -> int:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            return int(json.loads(index.read_text())["metadata"]["total_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------- lookup
 
 def architecture(model: str, path: str | Path | None = None) -> Architecture:
-    """The model's architecture: from its file when present, else from the catalogue."""
+    """The model's architecture: from its files when present (GGUF, or a folder with config.json),
+    else from the catalogue."""
     if path and Path(path).exists():
-        return from_gguf(path)
+        p = Path(path)
+        if p.is_dir() or p.suffix == ".json":
+            return from_hf_config(p)
+        return from_gguf(p)
     if model in CATALOGUE:
         return CATALOGUE[model].arch
     if model == "embedded":
@@ -145,14 +377,16 @@ def architecture(model: str, path: str | Path | None = None) -> Architecture:
 
 
 def embedded_architecture(spec) -> Architecture:
-    """The embedded tiny model's shapes, known before 03 generates it (sizes are approximate)."""
+    """The embedded tiny model's shapes, known before 03 generates it (sizes are approximate; 02
+    reads the real ones from the file once 03 has placed it)."""
     approx_bytes = 220 * 1024
     return Architecture(
         name="tiny-gpt-oss", n_layer=spec.n_layer, n_head=spec.n_head, n_head_kv=spec.n_head_kv,
         head_dim=spec.head_dim, n_embd=spec.n_embd, sliding_window=spec.sliding_window,
-        n_swa_layers=spec.n_layer // 2, n_expert=spec.n_expert, n_expert_used=spec.n_expert_used,
-        context_max=spec.context_length, n_vocab=350, weights_bytes=approx_bytes, params_total=1e5,
-        params_active=5e4, active_bytes_per_token=approx_bytes / 2)
+        n_swa_layers=spec.n_layer // 2 + spec.n_layer % 2, n_expert=spec.n_expert,
+        n_expert_used=spec.n_expert_used, context_max=spec.context_length, n_vocab=350,
+        weights_bytes=approx_bytes, params_total=1e5, params_active=5e4, active_bytes_per_token=approx_bytes / 2,
+        arch="gpt-oss", n_ff_exp=spec.n_ff_exp, source="tinymodel.TinySpec (before 03 generates the file)")
 
 
 def resolve(model: str, target: str) -> str:
@@ -166,3 +400,6 @@ def resolve(model: str, target: str) -> str:
 
 def with_size(arch: Architecture, weights_bytes: int) -> Architecture:
     return replace(arch, weights_bytes=weights_bytes)
+
+
+ARCH_FIELDS = tuple(f.name for f in fields(Architecture))
