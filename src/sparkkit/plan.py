@@ -1,45 +1,116 @@
 """The memory and speed plan for serving a model (runbook 02), and the context tuner's core.
 
-Memory follows what llama.cpp allocates for gpt-oss (research/spark.md §7, gpu-standin.md §4):
-only the full-attention layers hold KV for the whole context; the sliding-window layers hold
-`window × slots + ubatch` cells rounded up to 256; a unified pool is shared by all slots. Decode
-speed follows the bandwidth roofline: a token reads the active weights plus the KV it attends
-to, at ~77 % of peak bandwidth (what llama.cpp reaches on a Spark, gpu-standin.md §6).
+Memory, per engine, against the usable memory 01 measured (MemAvailable + SwapFree − headroom):
+
+- **llamacpp**: what llama.cpp itself allocates — the weights; the KV cache per layer type (gpt-oss:
+  the 18 full-attention layers hold the whole context, the 18 sliding-window layers only
+  `pad256(window × slots + ubatch)` cells; `--kv-unified` shares one pool among the slots, without
+  it each slot gets its own stream); the compute buffers, replayed from llama.cpp's own graph and
+  allocator (sparkkit.llamacpp_memory, checked against the engine's log); the output buffer; and
+  the server's own reserves: the host prompt cache (`--cache-ram`, 8 GiB by default) and up to 32
+  sliding-window context checkpoints per slot (`--ctx-checkpoints`).
+- **vllm** / **sglang**: KV for all layers (neither engine keeps gpt-oss's sliding layers small);
+  each takes a fixed fraction of the GPU memory at start (`--gpu-memory-utilization`,
+  `--mem-fraction-static`) and fills what the weights leave with KV cache.
+- **ollama**: its own reservation for gpt-oss (sliding layers sized at 4096 × parallel + batch),
+  with the context Ollama picks by itself unless OLLAMA_CONTEXT_LENGTH says otherwise.
+
+Speed: decode is bandwidth-bound — a token reads the active weights plus the KV it attends to, at
+~77 % of the GB10's 273 GB/s (what llama.cpp reaches there, gpu-standin.md §6); prefill is
+compute-bound — 2 FLOPs per active weight plus attention, at the rate llama.cpp reaches on a Spark
+for gpt-oss-120b. Both fall with context depth and sit next to the published Spark numbers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from . import llamacpp_memory as lcm
 from .errors import ParameterError, check_choice, check_int
-from .model import GIB, Architecture
+from .model import CATALOGUE, GIB, Architecture
 
 MIB = 1024**2
-KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-# llama.cpp's default host prompt cache (--cache-ram 8192 MiB); on GB10 host RAM *is* GPU memory.
-LLAMACPP_CACHE_RAM = 8192 * MIB
-# Compute buffers llama.cpp logged for gpt-oss at -ub 2048: CUDA 484.07 MiB + host 182.08 MiB
-# (gpu-standin.md §4); they scale with ubatch and, roughly, with the hidden size.
-COMPUTE_PER_UBATCH_TOKEN = (484.07 + 182.08) / 2048 * MIB
-ROOFLINE_EFFICIENCY = 0.77
-GB10_BANDWIDTH = 273e9      # bytes/s, LPDDR5x (NVIDIA spec)
+ENGINES = ("llamacpp", "ollama", "sglang", "vllm")
+ENGINE_NAMES = {"llamacpp": "llama.cpp", "ollama": "Ollama", "sglang": "SGLang", "vllm": "vLLM"}
+KV_BYTES_PER_ELEMENT = {**lcm.KV_TYPE_BYTES, "fp8": 1.0}
+KV_TYPES = {"llamacpp": ("f16", "bf16", "q8_0", "q4_0", "f32"),    # -ctk/-ctv
+            "ollama": ("f16", "q8_0", "q4_0"),                        # OLLAMA_KV_CACHE_TYPE (engines.md §2)
+            "sglang": ("f16", "bf16", "fp8"),                         # --kv-cache-dtype auto | fp8_e4m3
+            "vllm": ("f16", "bf16", "fp8")}                           # --kv-cache-dtype auto | fp8
+BACKENDS = ("cuda", "cpu")
 TIGHT = 0.90                # above 90 % of usable memory the desktop and page cache start to fight it
 
-# Published llama.cpp gpt-oss numbers on a DGX Spark (spark.md §8: llama.cpp benches/dgx-spark.md,
-# b6918, llama-bench -fa 1 -ub 2048 -p 2048 -n 32): depth → (prefill tok/s, decode tok/s).
-PUBLISHED_SPARK = {
-    "gpt-oss-120b": {0: (1937.5, 59.0), 4096: (1653.9, 53.95), 8192: (1580.6, 51.85),
-                     16384: (1411.4, 48.03), 32768: (1155.4, 41.35)},
-    "gpt-oss-20b": {0: (3782.8, 84.10), 32768: (1899.4, 59.85)},
+# llama-server's own reserves (common/common.h of b11549, tools/server): the host prompt cache
+# (--cache-ram, MiB; it always keeps at least one saved state, even one larger than the limit) and
+# the context checkpoints of models with sliding-window attention (--ctx-checkpoints per slot).
+LLAMACPP_CACHE_RAM = 8192 * MIB
+LLAMACPP_CTX_CHECKPOINTS = 32
+# CUDA context, cuBLAS workspaces and the like beyond the logged buffers: nvidia-smi showed
+# +596…600 MiB over the sum of llama.cpp's buffers for gpt-oss 20b and 120b (gpu-standin.md §4).
+CUDA_RUNTIME = 600 * MIB
+# What cudaMemGetInfo calls "total" on a GB10 (spark.md §2) — the base of the vLLM/SGLang fractions.
+GB10_TOTAL = int(121.69 * GIB)
+# Engine defaults: vLLM --gpu-memory-utilization 0.9 (vLLM docs); SGLang --mem-fraction-static:
+# auto, the NVIDIA Spark playbook passes 0.75 (engines.md §3).
+MEM_FRACTION = {"vllm": 0.90, "sglang": 0.75}
+# Ollama (engines.md §2, peers.md §4): default context by VRAM since v0.15.5 (<24 GiB 4k, 24–48 GiB
+# 32k, ≥48 GiB 256k, clamped to the model's maximum); its gpt-oss estimate keeps the sliding layers
+# at 4096 × parallel + batch tokens; its compute graph ≈ 4 × parallel + context/1024 + 110 MiB.
+OLLAMA_BATCH = 512
+OLLAMA_SWA_TOKENS = 4096
+# What each engine loads for a catalogue model (spark.md §7): SGLang/vLLM the root safetensors of
+# the HF repo, Ollama its own blob (ollama.com/library/gpt-oss). None: not in our sources.
+ENGINE_WEIGHTS = {
+    "gpt-oss-120b": {"vllm": 65e9, "sglang": 65e9, "ollama": 65e9},
+    "gpt-oss-20b": {"vllm": 13.8e9, "sglang": 13.8e9, "ollama": 14e9},
+    # model.safetensors.index.json total_size of Qwen/Qwen3-Coder-30B-A3B-Instruct (BF16)
+    "qwen3-coder-30b-a3b": {"vllm": 61064245248, "sglang": 61064245248, "ollama": None},
 }
+
+ROOFLINE_EFFICIENCY = 0.77  # llama.cpp decode reaches 75–79 % of the Spark's bandwidth (gpu-standin.md §6)
+GB10_BANDWIDTH = 273e9      # bytes/s, LPDDR5x (NVIDIA spec)
+
+# Published Spark numbers (llama.cpp benches/dgx-spark.md, build 2f68ce7cf, llama-bench -fa 1 -ub 2048
+# -p 2048 -n 32, mmap 0; research/spark.md §8): depth → (prefill tok/s, decode tok/s).
+PUBLISHED_SPARK = {
+    "gpt-oss-120b": {0: (1937.54, 59.02), 4096: (1653.89, 53.95), 8192: (1580.60, 51.85),
+                     16384: (1411.42, 48.03), 32768: (1155.40, 41.35)},
+    "gpt-oss-20b": {0: (3782.76, 84.10), 4096: (3030.29, 77.36), 8192: (2852.09, 74.00),
+                    16384: (2470.31, 68.85), 32768: (1899.37, 59.85)},
+    "qwen3-coder-30b-a3b": {0: (3175.62, 60.92), 4096: (2704.06, 53.52), 8192: (2381.88, 48.58),
+                            16384: (1900.91, 40.81), 32768: (1292.19, 30.80)},
+}
+# Other engines on a Spark, batch 1 (research/spark.md §8): (engine, model, prefill, decode, source).
+PUBLISHED_OTHER = (
+    ("llama.cpp + native MXFP4 (PR #17906)", "gpt-oss-120b", 2438.1, 57.8, "NVIDIA forum, Dec 2025"),
+    ("Ollama v0.12.6", "gpt-oss-120b", 1169.0, 41.14, "ollama.com/blog/nvidia-spark-performance"),
+    ("SGLang (lmsysorg/sglang:spark)", "gpt-oss-120b", None, 50.0, "LMSYS blog 2025-11-03"),
+    ("vLLM, tuned MXFP4 build", "gpt-oss-120b", None, 58.8, "Spark Arena leaderboard"),
+    ("vLLM, stock NGC container", "gpt-oss-120b", None, 36.5, "dgx-spark-playbooks#79: ~33–40"),
+    ("Ollama v0.12.6", "gpt-oss-20b", 3224.0, 58.27, "ollama.com/blog/nvidia-spark-performance"),
+    ("SGLang", "gpt-oss-20b", None, 70.0, "LMSYS blog 2025-11-03"),
+)
 
 
 def _pad(n: int, to: int = 256) -> int:
     return -(-n // to) * to
+
+
+def catalogue_key(arch: Architecture) -> str | None:
+    """The catalogue model this architecture is (by name, else by shape), for published numbers."""
+    for key, entry in CATALOGUE.items():
+        if arch.name in (key, entry.arch.name):
+            return key
+    for key, entry in CATALOGUE.items():
+        a = entry.arch
+        if (a.arch, a.n_layer, a.n_embd, a.n_expert, a.n_head_kv) == (arch.arch, arch.n_layer, arch.n_embd,
+                                                                       arch.n_expert, arch.n_head_kv):
+            return key
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,7 +121,12 @@ class Plan:
     kv_type: str
     ubatch: int
     usable_bytes: int
-    rows: tuple[tuple[str, int, str], ...]   # (component, bytes, how it was computed)
+    rows: tuple[tuple[str, int, str], ...]   # (component, bytes, how it was computed) — counted
+    engine: str = "llamacpp"
+    backend: str = "cuda"
+    aside: tuple[tuple[str, int, str], ...] = ()   # shown, not counted against usable memory
+    refusal: str = ""        # why the engine itself would refuse this plan (vLLM/SGLang: KV pool too small)
+    notes: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -58,102 +134,299 @@ class Plan:
 
     @property
     def verdict(self) -> str:
-        if self.total_bytes <= TIGHT * self.usable_bytes:
-            return "fits"
-        return "tight" if self.total_bytes <= self.usable_bytes else "does not fit"
+        if self.refusal or self.total_bytes > self.usable_bytes:
+            return "does not fit"
+        return "fits" if self.total_bytes <= TIGHT * self.usable_bytes else "tight"
 
     def kv_bytes(self) -> int:
         return sum(b for name, b, _ in self.rows if name.startswith("KV"))
 
+    def row(self, name: str) -> int:
+        return next(b for n, b, _ in (*self.rows, *self.aside) if n == name)
+
     def table(self) -> pd.DataFrame:
-        df = pd.DataFrame([{"component": n, "GiB": round(b / GIB, 3), "how": how} for n, b, how in self.rows])
-        total = pd.DataFrame([{"component": "total", "GiB": round(self.total_bytes / GIB, 3),
-                               "how": f"{self.verdict}: usable {self.usable_bytes / GIB:.1f} GiB"}])
-        return pd.concat([df, total], ignore_index=True)
+        rows = [{"component": n, "GiB": round(b / GIB, 3), "how": how} for n, b, how in self.rows]
+        rows += [{"component": f"({n})", "GiB": round(b / GIB, 3), "how": f"not counted: {how}"}
+                 for n, b, how in self.aside]
+        why = self.refusal or f"usable {self.usable_bytes / GIB:.1f} GiB"
+        rows.append({"component": "total", "GiB": round(self.total_bytes / GIB, 3), "how": f"{self.verdict}: {why}"})
+        return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.arch.name, "context": self.context, "slots": self.slots, "kv_type": self.kv_type,
-                "ubatch": self.ubatch, "usable_bytes": self.usable_bytes, "total_bytes": self.total_bytes,
-                "kv_bytes": self.kv_bytes(), "verdict": self.verdict,
-                "rows": [{"component": n, "bytes": b, "how": h} for n, b, h in self.rows]}
+        return {"model": self.arch.name, "engine": self.engine, "backend": self.backend, "context": self.context,
+                "slots": self.slots, "kv_type": self.kv_type, "ubatch": self.ubatch, "usable_bytes": self.usable_bytes,
+                "total_bytes": self.total_bytes, "kv_bytes": self.kv_bytes(), "verdict": self.verdict,
+                "refusal": self.refusal, "notes": list(self.notes),
+                "rows": [{"component": n, "bytes": b, "how": h} for n, b, h in self.rows],
+                "aside": [{"component": n, "bytes": b, "how": h} for n, b, h in self.aside]}
 
 
-def validate(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int = 2048) -> None:
+def validate(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int = 2048,
+             engine: str = "llamacpp") -> None:
+    """One clear error per bad parameter, naming it and what it accepts."""
+    check_choice("engine", engine, ENGINES)
     check_int("context", context, 256, arch.context_max)
     check_int("slots", slots, 1, 256)
-    check_choice("kv_type", kv_type, KV_BYTES_PER_ELEMENT)
+    check_choice("kv_type", kv_type, KV_TYPES[engine])
     check_int("ubatch", ubatch, 1, 65536)
     if context // slots < 256:
-        raise ParameterError("slots", slots, f"at most {context // 256} for context {context} "
+        raise ParameterError("slots", slots, f"1 to {max(context // 256, 1)} for context {context} "
                                              "(each slot needs >= 256 tokens)")
 
 
 def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048,
-                usable_bytes: int = 0, kv_unified: bool = True, swa_full: bool = False) -> Plan:
-    validate(arch, context, slots, kv_type, ubatch)
-    bpe = KV_BYTES_PER_ELEMENT[kv_type]
-    per_cell_layer = 2 * arch.n_head_kv * arch.head_dim * bpe      # K + V, one token, one layer
-    rows: list[tuple[str, int, str]] = [("weights", arch.weights_bytes, "model file size")]
-    full_layers = arch.n_layer if swa_full else arch.n_full_layers
-    rows.append(("KV full attention", int(full_layers * context * per_cell_layer),
-                 f"{full_layers} layers × {context} tokens × {per_cell_layer / 1024:.2f} KiB ({kv_type})"))
+                usable_bytes: int = 0, kv_unified: bool = True, swa_full: bool = False, engine: str = "llamacpp",
+                backend: str = "cuda", discrete_gpu: bool = False, total_memory: int = GB10_TOTAL,
+                mem_fraction: float | None = None, cache_ram: int = LLAMACPP_CACHE_RAM,
+                ctx_checkpoints: int = LLAMACPP_CTX_CHECKPOINTS) -> Plan:
+    """The plan for `engine` serving `arch` with `context` tokens shared by `slots` (llama.cpp: a
+    unified KV pool unless kv_unified is False). `backend`: llama.cpp's cuda build (GB10, a GPU)
+    or the CPU (the embedded engine). `discrete_gpu`: usable memory is the GPU's own; what lives in
+    host RAM is shown aside. `total_memory`: the base of vLLM/SGLang's memory fraction."""
+    validate(arch, context, slots, kv_type, ubatch, engine)
+    check_choice("backend", backend, BACKENDS)
+    if engine == "llamacpp":
+        return _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable_bytes, kv_unified, swa_full, backend,
+                              discrete_gpu, cache_ram, ctx_checkpoints)
+    if engine == "ollama":
+        return _plan_ollama(arch, context, slots, kv_type, ubatch, usable_bytes, total_memory)
+    return _plan_pool(arch, context, slots, kv_type, ubatch, usable_bytes, engine, total_memory, mem_fraction)
+
+
+def _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable, unified, swa_full, backend, discrete,
+                   cache_ram, ctx_checkpoints) -> Plan:
+    lay = lcm.kv_layout(arch, context, slots, ubatch, unified, swa_full)
+    per_cell = 2 * lcm.row_bytes(kv_type, arch.n_head_kv * arch.head_dim)
+    full, swa = lcm.kv_bytes(arch, lay, kv_type)
+    streams = f"{lay.n_stream} streams × " if lay.n_stream > 1 else ""
+    dev: list[tuple[str, int, str]] = [("weights", arch.weights_bytes, f"model tensors ({arch.source or 'catalogue'})")]
+    full_layers = arch.n_full_layers if not swa_full else arch.n_layer
+    dev.append(("KV full attention", full + (swa if swa_full else 0),
+                f"{full_layers} layers × {streams}{lay.cells_full} cells × {per_cell / 1024:.2f} KiB ({kv_type})"))
     if arch.n_swa_layers and not swa_full:
-        seqs = 1 if kv_unified else slots
-        cells = min(context, _pad(arch.sliding_window * (slots if kv_unified else 1) + ubatch))
-        rows.append(("KV sliding window", int(arch.n_swa_layers * seqs * cells * per_cell_layer),
-                     f"{arch.n_swa_layers} layers × {seqs} × {cells} cells (window {arch.sliding_window} + ubatch)"))
-    rows.append(("compute buffers", int(COMPUTE_PER_UBATCH_TOKEN * ubatch * arch.n_embd / 2880),
-                 f"ubatch {ubatch}, scaled from llama.cpp's log for gpt-oss"))
-    rows.append(("output buffer", int(arch.n_vocab * 4 * slots), "logits, f32, per slot"))
-    rows.append(("host prompt cache", min(LLAMACPP_CACHE_RAM, int(context * arch.n_full_layers * per_cell_layer)),
-                 "llama.cpp --cache-ram (≤ 8 GiB; shares unified memory on GB10)"))
-    return Plan(arch, context, slots, kv_type, ubatch, int(usable_bytes), tuple(rows))
+        dev.append(("KV sliding window", swa,
+                    f"{arch.n_swa_layers} layers × {streams}{lay.cells_swa} cells (window {arch.sliding_window}"
+                    f"{' × ' + str(slots) + ' slots' if unified and slots > 1 else ''} + ubatch {lay.ubatch}, "
+                    f"padded to 256)"))
+    host: list[tuple[str, int, str]] = []
+    verified = arch.arch in lcm.VERIFIED_ARCHS
+    how = ("llama.cpp's graph and allocator replayed" + ("" if verified else " (not checked against the engine for "
+                                                              f"{arch.arch})"))
+    if arch.arch in lcm.SUPPORTED_ARCHS:
+        bufs = lcm.compute_buffers(arch, context, slots, ubatch, kv_type, unified, backend, swa_full)
+    else:       # no graph replay: the masks plus a generous activation estimate
+        est = lay.cells_full * lay.ubatch * 2 + lay.ubatch * 4 * (4 * arch.n_embd + 3 * arch.n_ff_exp *
+                                                                  max(arch.n_expert_used, 1))
+        bufs = {"CUDA0" if backend == "cuda" else "CPU": est}
+        how = "estimate: attention mask + activations (no llama.cpp graph for this architecture)"
+    if backend == "cuda":
+        dev.append(("compute buffer (GPU)", bufs["CUDA0"], f"CUDA0, ubatch {lay.ubatch}: {how}"))
+        if "CUDA_Host" in bufs:
+            host.append(("compute buffer (host)", bufs["CUDA_Host"], "CUDA_Host: graph inputs (attention masks) "
+                                                                     "and token embeddings"))
+    else:
+        dev.append(("compute buffer", bufs["CPU"], f"ubatch {lay.ubatch}: {how}"))
+    host.append(("output buffer", arch.n_vocab * 4 * slots, "logits, f32, one row per slot"))
+    state = full // max(lay.n_stream, 1) + swa // max(lay.n_stream, 1)
+    if cache_ram:
+        host.append(("host prompt cache", max(cache_ram, state),
+                     f"--cache-ram {cache_ram // MIB} MiB: saved prompts (at least one whole slot state, "
+                     f"{state / GIB:.2f} GiB)"))
+    if arch.n_swa_layers and not swa_full and ctx_checkpoints:
+        ckpt = arch.n_swa_layers * min(lay.cells_swa, arch.sliding_window + lay.ubatch) * per_cell
+        host.append(("context checkpoints", ctx_checkpoints * slots * ckpt,
+                     f"up to {ctx_checkpoints} per slot × {ckpt / MIB:.1f} MiB of sliding-window state "
+                     "(--ctx-checkpoints)"))
+    if backend == "cuda":
+        dev.append(("CUDA runtime", CUDA_RUNTIME, "CUDA context and workspaces beyond the buffers "
+                                                  "(measured on a GPU, gpu-standin.md §4)"))
+    if discrete:
+        return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(dev), "llamacpp", backend,
+                    aside=tuple((n, b, "host RAM, not GPU memory") for n, b, _ in host))
+    return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(dev + host), "llamacpp", backend)
+
+
+def _engine_weights(arch: Architecture, engine: str) -> tuple[int, str]:
+    key = catalogue_key(arch)
+    if arch.source.startswith("config.json"):
+        return arch.weights_bytes, arch.source
+    w = ENGINE_WEIGHTS.get(key or "", {}).get(engine)
+    if w:
+        return int(w), f"{ENGINE_NAMES[engine]}'s download of {key} (spark.md §7)"
+    return arch.weights_bytes, f"{arch.source or 'catalogue'} (the {ENGINE_NAMES[engine]} size is not in our sources)"
+
+
+def kv_per_token_all_layers(arch: Architecture, kv_type: str) -> float:
+    return arch.n_layer * arch.kv_bytes_per_token_layer(KV_BYTES_PER_ELEMENT[kv_type])
+
+
+def _plan_pool(arch, context, slots, kv_type, ubatch, usable, engine, total, fraction) -> Plan:
+    fraction = MEM_FRACTION[engine] if fraction is None else fraction
+    if not 0.1 <= fraction <= 1.0:
+        raise ParameterError("mem_fraction", fraction, "a fraction from 0.1 to 1.0")
+    flag = "--gpu-memory-utilization" if engine == "vllm" else "--mem-fraction-static"
+    weights, wsrc = _engine_weights(arch, engine)
+    per_token = kv_per_token_all_layers(arch, kv_type)
+    need = int(per_token * context * slots)
+    reserved = int(fraction * total)
+    pool = reserved - weights
+    rows = [("weights", weights, wsrc),
+            ("KV all layers", need, f"{arch.n_layer} layers × {context} tokens × {slots} sequence(s) × "
+                                    f"{per_token / 1024:.1f} KiB/token ({kv_type}); {ENGINE_NAMES[engine]} does not "
+                                    "shrink sliding-window layers")]
+    refusal = ""
+    if need > pool:
+        refusal = (f"{ENGINE_NAMES[engine]} would refuse: its KV pool ({max(pool, 0) / GIB:.1f} GiB = {flag} "
+                   f"{fraction} × {total / GIB:.1f} GiB − weights) holds {max(pool, 0) / per_token:,.0f} tokens, "
+                   f"not {context * slots:,}")
+    else:
+        rows.append(("rest of the KV pool", pool - need, f"{ENGINE_NAMES[engine]} takes {flag} {fraction} × "
+                                                         f"{total / GIB:.1f} GiB at start and fills it with KV cache"))
+    notes = (f"activations and CUDA graphs come on top of {flag} (the engine measures them at start)",)
+    return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(rows), engine, "cuda",
+                refusal=refusal, notes=notes)
+
+
+def ollama_default_context(arch: Architecture, vram: int) -> int:
+    """The context Ollama (≥ 0.15.5) picks when OLLAMA_CONTEXT_LENGTH is unset (engines.md §2)."""
+    tier = 4096 if vram < 24 * GIB else 32768 if vram < 48 * GIB else 262144
+    return min(tier, arch.context_max)
+
+
+def _plan_ollama(arch, context, slots, kv_type, ubatch, usable, total) -> Plan:
+    weights, wsrc = _engine_weights(arch, "ollama")
+    per = arch.kv_bytes_per_token_layer(KV_BYTES_PER_ELEMENT[kv_type])
+    default = ollama_default_context(arch, total)
+    rows = [("weights", weights, wsrc),
+            ("KV full attention", int(arch.n_full_layers * context * slots * per),
+             f"{arch.n_full_layers} layers × {context} tokens × {slots} (OLLAMA_NUM_PARALLEL) × "
+             f"{per / 1024:.2f} KiB ({kv_type})")]
+    if arch.n_swa_layers:
+        swa_tokens = OLLAMA_SWA_TOKENS * slots + OLLAMA_BATCH
+        rows.append(("KV sliding window", int(arch.n_swa_layers * swa_tokens * per),
+                     f"{arch.n_swa_layers} layers × {swa_tokens} tokens (Ollama keeps 4096 × parallel + batch, "
+                     f"not the {arch.sliding_window}-token window)"))
+    rows.append(("compute graph", int((4 * slots + context // 1024 + 110) * MIB),
+                 "Ollama's own estimate: 4 × parallel + context/1024 + 110 MiB"))
+    notes = (f"Ollama's own default context here is {default} (VRAM tier, clamped to the model's {arch.context_max});"
+             f" serve {context} with OLLAMA_CONTEXT_LENGTH={context}",) if default != context else ()
+    return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(rows), "ollama", "cuda", notes=notes)
 
 
 def largest_context(arch: Architecture, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048,
-                    usable_bytes: int = 0) -> int:
-    """The largest context (multiple of 256) whose plan is not 'does not fit'; 0 if none."""
-    lo, hi = 256 * slots, arch.context_max
-    if plan_memory(arch, lo, slots, kv_type, ubatch, usable_bytes).verdict == "does not fit":
+                    usable_bytes: int = 0, **kw) -> int:
+    """The largest context (a multiple of 256) whose plan is not 'does not fit'; 0 if none."""
+    def ok(c: int) -> bool:
+        return plan_memory(arch, c, slots, kv_type, ubatch, usable_bytes, **kw).verdict != "does not fit"
+
+    lo = 256 * slots
+    hi = arch.context_max // 256 * 256
+    if hi < lo or not ok(lo):
         return 0
-    while hi - lo > 256:
-        mid = _pad((lo + hi) // 2)
-        mid = min(mid, hi)
-        if plan_memory(arch, mid, slots, kv_type, ubatch, usable_bytes).verdict != "does not fit":
+    if ok(hi):
+        return hi
+    while hi - lo > 256:                       # invariant: ok(lo), not ok(hi)
+        mid = (lo + hi) // 2 // 256 * 256
+        if ok(mid):
             lo = mid
         else:
-            hi = mid - 256 if mid == hi else mid
-    return hi if plan_memory(arch, hi, slots, kv_type, ubatch, usable_bytes).verdict != "does not fit" else lo
+            hi = mid
+    return lo
 
 
-def forecast(arch: Architecture, depths: list[int], kv_type: str = "f16",
-             bandwidth: float = GB10_BANDWIDTH) -> pd.DataFrame:
-    """Decode roofline by context depth, next to what llama.cpp measured on a Spark (if published)."""
-    bpe = KV_BYTES_PER_ELEMENT[kv_type]
-    per_cell_layer = 2 * arch.n_head_kv * arch.head_dim * bpe
-    published = PUBLISHED_SPARK.get(arch.name, {})
+# ---------------------------------------------------------------------------------------------- speed
+
+def decode_bytes_per_token(arch: Architecture, depth: int, kv_type: str = "f16", engine: str = "llamacpp") -> float:
+    per = arch.kv_bytes_per_token_layer(KV_BYTES_PER_ELEMENT[kv_type])
+    swa_read = min(depth, arch.sliding_window) if arch.n_swa_layers else 0
+    return arch.active_bytes_per_token + per * (arch.n_full_layers * depth + arch.n_swa_layers * swa_read)
+
+
+def prefill_flops(arch: Architecture, depth: int, ubatch: int = 2048) -> tuple[float, float]:
+    """(matmul FLOPs, attention FLOPs) per prompt token at `depth`: 2 per active weight; QK and PV
+    over the tokens it attends to (on average the depth plus half the micro-batch; sliding layers:
+    their window)."""
+    seen = depth + ubatch / 2
+    swa = min(seen, arch.sliding_window) if arch.n_swa_layers else 0
+    attention = 4 * arch.n_head * arch.head_dim * (arch.n_full_layers * seen + arch.n_swa_layers * swa)
+    return 2 * arch.params_active, attention
+
+
+def _pp_rates() -> tuple[float, float]:
+    """llama.cpp's effective matmul and attention FLOP rates on a Spark, solved from its published
+    gpt-oss-120b prefill at depth 0 and 32768 (1937.54 and 1155.40 tok/s, benches/dgx-spark.md)."""
+    a = CATALOGUE["gpt-oss-120b"].arch
+    (m0, a0), (_, a1) = prefill_flops(a, 0), prefill_flops(a, 32768)
+    p0, p1 = PUBLISHED_SPARK["gpt-oss-120b"][0][0], PUBLISHED_SPARK["gpt-oss-120b"][32768][0]
+    inv_attn = (1 / p1 - 1 / p0) / (a1 - a0)
+    inv_mm = (1 / p0 - a0 * inv_attn) / m0
+    return 1 / inv_mm, 1 / inv_attn
+
+
+def prefill_forecast(arch: Architecture, depth: int, ubatch: int = 2048) -> float:
+    mm, attn = prefill_flops(arch, depth, ubatch)
+    r_mm, r_attn = _pp_rates()
+    return 1 / (mm / r_mm + attn / r_attn)
+
+
+def forecast(arch: Architecture, depths: list[int], kv_type: str = "f16", bandwidth: float = GB10_BANDWIDTH,
+             model: str | None = None) -> pd.DataFrame:
+    """Decode roofline and prefill estimate by context depth on a GB10, next to what llama.cpp
+    measured on a Spark (where published)."""
+    key = model or catalogue_key(arch)
+    published = PUBLISHED_SPARK.get(key or "", {})
     rows = []
     for d in depths:
-        kv_read = per_cell_layer * (arch.n_full_layers * d + arch.n_swa_layers * min(d, arch.sliding_window))
-        bytes_per_token = arch.active_bytes_per_token + kv_read
+        bpt = decode_bytes_per_token(arch, d, kv_type)
         pub = published.get(d)
-        rows.append({"depth": d, "bytes/token (GB)": round(bytes_per_token / 1e9, 3),
-                     "decode ceiling (tok/s)": round(bandwidth / bytes_per_token, 1),
-                     "decode forecast (tok/s)": round(ROOFLINE_EFFICIENCY * bandwidth / bytes_per_token, 1),
+        rows.append({"depth": d, "bytes/token (GB)": round(bpt / 1e9, 3),
+                     "decode ceiling (tok/s)": round(bandwidth / bpt, 1),
+                     "decode forecast (tok/s)": round(ROOFLINE_EFFICIENCY * bandwidth / bpt, 1),
                      "published decode (tok/s)": pub[1] if pub else None,
+                     "prefill forecast (tok/s)": round(prefill_forecast(arch, d), 0),
                      "published prefill (tok/s)": pub[0] if pub else None})
     return pd.DataFrame(rows)
 
 
-def sweep(arch: Architecture, slots: int, kv_type: str, ubatch: int, usable_bytes: int,
-          points: int = 16) -> pd.DataFrame:
-    """Memory total and decode forecast across the context range (for the tuner's plot)."""
+def published(model: str | None) -> pd.DataFrame:
+    """What other engines were measured at on a Spark for this model (batch 1, short context)."""
+    rows = [{"engine": e, "prefill (tok/s)": p, "decode (tok/s)": d, "source": s}
+            for e, m, p, d, s in PUBLISHED_OTHER if m == model]
+    if model in PUBLISHED_SPARK:
+        p, d = PUBLISHED_SPARK[model][0]
+        rows.insert(0, {"engine": "llama.cpp b6918 (benches/dgx-spark.md)", "prefill (tok/s)": p,
+                        "decode (tok/s)": d, "source": "ggml-org/llama.cpp"})
+    return pd.DataFrame(rows, columns=["engine", "prefill (tok/s)", "decode (tok/s)", "source"])
+
+
+def speed_tables(arch: Architecture, kv_type: str = "f16") -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """What 02 shows under "Speed forecast": (a sentence, the forecast by depth, other engines).
+    The embedded tiny model says nothing about a GB10, so its forecast is gpt-oss-120b's."""
+    key = catalogue_key(arch)
+    if arch.params_total < 1e8 and key is None:
+        arch, key = CATALOGUE["gpt-oss-120b"].arch, "gpt-oss-120b"
+        note = ("The embedded model is a stand-in a GB10 never serves; this is what a GB10 does with gpt-oss-120b, "
+                "the model `auto` picks there.")
+    else:
+        note = f"{arch.name} on a GB10 ({GB10_BANDWIDTH / 1e9:.0f} GB/s), KV {kv_type}."
+    depths = [d for d in (0, 4096, 8192, 16384, 32768, 65536, 131072) if d <= arch.context_max]
+    return note, forecast(arch, depths, kv_type, model=key), published(key)
+
+
+def sweep(arch: Architecture, slots: int, kv_type: str, ubatch: int, usable_bytes: int, points: int = 16,
+          **kw) -> pd.DataFrame:
+    """Memory total and forecast speed across the context range (the tuner's plot)."""
     step = max(256, _pad(arch.context_max // points))
-    contexts = sorted({min(arch.context_max, c) for c in range(max(256 * slots, step), arch.context_max + step, step)})
+    contexts = sorted({min(arch.context_max // 256 * 256, c)
+                       for c in range(max(256 * slots, step), arch.context_max + step, step)})
     fc = forecast(arch, contexts, kv_type).set_index("depth")
-    return pd.DataFrame([{"context": c,
-                          "memory (GiB)": plan_memory(arch, c, slots, kv_type, ubatch, usable_bytes).total_bytes / GIB,
-                          "decode forecast at full depth (tok/s)": fc.loc[c, "decode forecast (tok/s)"]}
+
+    def gib(c: int) -> float:
+        return plan_memory(arch, c, slots, kv_type, ubatch, usable_bytes, **kw).total_bytes / GIB
+
+    return pd.DataFrame([{"context": c, "memory (GiB)": gib(c),
+                          "decode forecast at full depth (tok/s)": fc.loc[c, "decode forecast (tok/s)"],
+                          "prefill forecast at full depth (tok/s)": fc.loc[c, "prefill forecast (tok/s)"]}
                          for c in contexts])
 
 
@@ -162,43 +435,65 @@ class PlanView:
     plan: Plan
     largest: int
     curve: pd.DataFrame
+    options: dict[str, Any] = field(default_factory=dict)     # plan_memory keywords (engine excluded)
+    setting: Any = None                                         # the runbook's Setting, when 02 made it
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
         p = self.plan
         verdict = {"fits": "pass", "tight": "warn", "does not fit": "fail"}[p.verdict]
-        headline = (f"{p.verdict}: {p.total_bytes / GIB:.2f} GiB of {p.usable_bytes / GIB:.1f} usable at context "
-                    f"{p.context} × {p.slots} slot(s), KV {p.kv_type} {p.kv_bytes() / GIB:.3f} GiB; "
-                    f"largest context that fits {self.largest}")
+        headline = (f"{p.verdict}: {p.total_bytes / GIB:.2f} GiB of {p.usable_bytes / GIB:.1f} usable with "
+                    f"{ENGINE_NAMES[p.engine]} at context {p.context} × {p.slots} slot(s), KV {p.kv_type} "
+                    f"{p.kv_bytes() / GIB:.3f} GiB; largest context that fits {self.largest}")
         return verdict, headline, {**p.to_dict(), "largest_context": self.largest, "arch": p.arch.to_dict()}
 
     def figure(self) -> matplotlib.figure.Figure:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
+        fig, ax = plt.subplots(figsize=(7.5, 3.4))
         ax.plot(self.curve["context"], self.curve["memory (GiB)"], marker=".", label="planned memory")
         ax.axhline(self.plan.usable_bytes / GIB, color="red", linestyle="--", label="usable memory")
         ax.axvline(self.plan.context, color="gray", linestyle=":", label=f"chosen context {self.plan.context}")
+        if self.largest and self.largest != self.plan.context:
+            ax.axvline(self.largest, color="red", linestyle=":", alpha=0.5, label=f"largest that fits {self.largest}")
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("GiB")
         ax2 = ax.twinx()
         ax2.plot(self.curve["context"], self.curve["decode forecast at full depth (tok/s)"], color="green",
-                 alpha=0.6, label=f"decode forecast @ {GB10_BANDWIDTH / 1e9:.0f} GB/s")
-        ax2.set_ylabel("tok/s at full depth")
-        lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+                 alpha=0.7, label=f"decode forecast (GB10, {GB10_BANDWIDTH / 1e9:.0f} GB/s)")
+        ax2.set_ylabel("decode tok/s at full depth")
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
         labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-        ax.legend(lines, labels, fontsize=7, loc="upper left")
-        ax.set_title(f"{self.plan.arch.name}: {self.plan.verdict}, largest context that fits {self.largest}")
+        ax.legend(handles, labels, fontsize=7, loc="upper left")
+        ax.set_title(f"{self.plan.arch.name} on {ENGINE_NAMES[self.plan.engine]}: {self.plan.verdict}, "
+                     f"largest context that fits {self.largest}", fontsize=9)
         fig.tight_layout()
         plt.close(fig)   # returned for display; don't also auto-show it
         return fig
 
 
-def plan_view(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int, usable_bytes: int) -> PlanView:
-    plan = plan_memory(arch, context, slots, kv_type, ubatch, usable_bytes)
-    return PlanView(plan, largest_context(arch, slots, kv_type, ubatch, usable_bytes),
-                    sweep(arch, slots, kv_type, ubatch, usable_bytes))
+def plan_view(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int, usable_bytes: int,
+              **kw) -> PlanView:
+    """The plan, the largest context that fits and the context sweep: what 02 shows and the tuner redraws."""
+    plan = plan_memory(arch, context, slots, kv_type, ubatch, usable_bytes, **kw)
+    return PlanView(plan, largest_context(arch, slots, kv_type, ubatch, usable_bytes, **kw),
+                    sweep(arch, slots, kv_type, ubatch, usable_bytes, **kw),
+                    {k: v for k, v in kw.items() if k != "engine"})
 
 
-def run(context: int = 131072, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048) -> PlanView:
-    """Runbook 02: plan the chosen model against this host; `context=0` takes the largest that fits."""
+# ---------------------------------------------------------------------------------------------- runbook 02
+
+@dataclass(frozen=True)
+class Setting:
+    """What 02 plans for: the model and its file, the engine, and this host's memory."""
+    model: str                 # the catalogue / 01 name
+    arch: Architecture
+    engine: str
+    usable_bytes: int
+    options: dict[str, Any]    # backend, discrete_gpu, total_memory for plan_memory
+    adoptable: bool            # 05 serves this model with this engine, so the plan can become 05's
+    why_not: str = ""
+
+
+def setting(engine: str = "", model: str = "") -> Setting:
+    """Read 01/03's state (running 01's detection if it never ran) into what plan_memory needs."""
     from . import host, records
     from .model import architecture
 
@@ -206,16 +501,71 @@ def run(context: int = 131072, slots: int = 1, kv_type: str = "f16", ubatch: int
     if "choice" not in state or "host" not in state:
         host.run()                      # 02 alone: detect the host and the default model first
         state = records.load_state()
+    choice, hst = state["choice"], state["host"]
+    engine = engine or choice.get("engine", "llamacpp")
+    check_choice("engine", engine, ENGINES)
+    model = model or choice["model"]
+    check_choice("model", model, ("embedded", *CATALOGUE))
     placed = state.get("model", {})
-    model_path = placed.get("path") if placed.get("model") == state["choice"]["model"] else None
-    arch = architecture(state["choice"]["model"], model_path)
-    usable = int(state["host"]["usable_bytes"])
+    path = placed.get("path") if placed.get("model") == model and engine == "llamacpp" else None
+    arch = architecture(model, path)
+    usable = int(hst["usable_bytes"])
+    gb10 = bool(hst.get("is_gb10"))
+    embedded = model == "embedded"
+    discrete = not gb10 and not embedded and _has_gpu()
+    options = {"backend": "cpu" if embedded else "cuda", "discrete_gpu": discrete,
+               "total_memory": GB10_TOTAL if gb10 else (usable if discrete else _mem_total() or usable)}
+    from .engines import ENGINES as SERVED
+    adoptable = engine in SERVED and engine == choice.get("engine", "llamacpp") and model == choice["model"]
+    why = "" if adoptable else (f"05 serves {choice['model']} with {choice.get('engine', 'llamacpp')} (01's choice); "
+                                f"this plan for {model} with {engine} is for comparison")
+    return Setting(model, arch, engine, usable, options, adoptable, why)
+
+
+def _has_gpu() -> bool:
+    try:
+        from .box import gather
+        from .host import HostSource
+        return bool(gather(HostSource()).gpu.names)
+    except Exception:           # no nvidia-smi, odd output: no discrete GPU to plan for
+        return False
+
+
+def _mem_total() -> int:
+    from .box import meminfo
+    from .host import HostSource
+    return meminfo(HostSource().read("/proc/meminfo")).get("MemTotal", 0)
+
+
+def adopt(view: PlanView, s: Setting) -> dict[str, Any]:
+    """Make `view` the plan 05 serves next (the `plan` state section); refuse for a comparison plan."""
+    from . import records
+    if not s.adoptable:
+        raise ParameterError("engine", s.engine, f"{s.why_not} — re-run 01 with this engine/model to serve it")
+    section = {**view.plan.to_dict(), "largest_context": view.largest, "for_model": s.model}
+    records.update_state("plan", section)
+    return section
+
+
+def run(context: int = 131072, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048, engine: str = "",
+        model: str = "") -> PlanView:
+    """Runbook 02: plan the chosen model against this host; `context=0` takes the largest that fits.
+    Writes the `plan` section 05 reads (context, slots, kv_type, ubatch, verdict, …, for_model) when
+    the plan is for 01's model and engine; other engines/models are planned for comparison only."""
+    s = setting(engine, model)
+    if isinstance(context, bool) or not isinstance(context, int) or (context != 0 and not
+                                                                      256 <= context <= s.arch.context_max):
+        raise ParameterError("context", context, f"0 (the largest that fits) or an integer from 256 to "
+                                                 f"{s.arch.context_max}")
     if context == 0:
-        context = largest_context(arch, slots, kv_type, ubatch, usable)
+        check_int("slots", slots, 1, 256)
+        check_choice("kv_type", kv_type, KV_TYPES[s.engine])
+        context = largest_context(s.arch, slots, kv_type, ubatch, s.usable_bytes, engine=s.engine, **s.options)
         if context == 0:
             raise ParameterError("context", 0, f"a size that fits — not even {256 * slots} tokens fit in "
-                                               f"{usable / GIB:.1f} GiB usable")
-    view = plan_view(arch, context, slots, kv_type, ubatch, usable)
-    records.update_state("plan", {**view.plan.to_dict(), "largest_context": view.largest,
-                                  "for_model": state["choice"]["model"]})
+                                               f"{s.usable_bytes / GIB:.1f} GiB usable")
+    view = plan_view(s.arch, context, slots, kv_type, ubatch, s.usable_bytes, engine=s.engine, **s.options)
+    view.setting = s
+    if s.adoptable:
+        adopt(view, s)
     return view

@@ -1,42 +1,71 @@
 """The context tuner: ipywidgets over the same plain functions the headless run calls.
 
-`plan_view()` is what runbook 02 displays for its papermill parameters; `ContextTuner` lets a
-person drag context/slots/KV type in JupyterLab and redraws the same table and plot. Widgets
-only ever call `plan_view`, so a headless run and an interactive one cannot disagree.
+`plan.plan_view()` is what runbook 02 displays for its papermill parameters; `ContextTuner` lets a
+person drag context/slots/KV type in JupyterLab and redraws the same table and plot. Widgets only
+ever call `plan_view` (and `plan.adopt` for the button that hands the tuned values to 05), so a
+headless run and an interactive one cannot disagree. Every callback works without a browser:
+setting a widget's value or calling `button.click()` runs it.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import ipywidgets as W
 
 from .model import Architecture
-from .plan import KV_BYTES_PER_ELEMENT, PlanView, plan_view
+from .plan import ENGINE_NAMES, KV_TYPES, PlanView, Setting, adopt, plan_view
 
 
 class ContextTuner:
-    """Sliders for context and slots, a KV-type dropdown, and the plan they give."""
+    """Sliders for context and slots, a KV-type dropdown, the plan they give, and a button that
+    makes the tuned plan the one 05-serve launches."""
 
     def __init__(self, arch: Architecture, usable_bytes: int, context: int, slots: int = 1,
-                 kv_type: str = "f16", ubatch: int = 2048):
-        self.arch, self.usable_bytes, self.ubatch = arch, usable_bytes, ubatch
-        self.context = W.IntSlider(value=context, min=1024, max=arch.context_max, step=1024,
+                 kv_type: str = "f16", ubatch: int = 2048, engine: str = "llamacpp",
+                 options: dict[str, Any] | None = None, setting: Setting | None = None):
+        self.arch, self.usable_bytes, self.ubatch, self.engine = arch, usable_bytes, ubatch, engine
+        self.options = dict(options or {})
+        self.setting = setting
+        top = max(arch.context_max // 1024 * 1024, 1024)
+        self.context = W.IntSlider(value=min(max(context, 1024), top), min=1024, max=top, step=1024,
                                    description="context", continuous_update=False)
-        self.slots = W.IntSlider(value=slots, min=1, max=8, description="slots", continuous_update=False)
-        self.kv_type = W.Dropdown(options=list(KV_BYTES_PER_ELEMENT), value=kv_type, description="KV type")
+        self.slots = W.IntSlider(value=slots, min=1, max=16, description="slots", continuous_update=False)
+        self.kv_type = W.Dropdown(options=list(KV_TYPES[engine]), value=kv_type, description="KV type")
+        self.adopt_button = W.Button(description="Use for 05-serve", icon="check",
+                                     disabled=setting is None or not setting.adoptable,
+                                     tooltip=(setting.why_not if setting and not setting.adoptable else
+                                              "write these values to the state file: 05 serves them next"))
+        self.status = W.HTML()
         self.out = W.Output()
         self.view: PlanView | None = None
         self.error: str | None = None
+        self.adopted: dict[str, Any] | None = None
         for w in (self.context, self.slots, self.kv_type):
             w.observe(lambda _change: self.refresh(), names="value")
-        self.widget = W.VBox([W.HBox([self.context, self.slots, self.kv_type]), self.out])
+        self.adopt_button.on_click(lambda _b: self.use_for_serve())
+        self.widget = W.VBox([W.HBox([self.context, self.slots, self.kv_type]),
+                              W.HBox([self.adopt_button, self.status]), self.out])
         self.refresh()
+
+    @classmethod
+    def for_view(cls, view: PlanView) -> "ContextTuner":
+        """A tuner starting from what runbook 02 just planned (`plan.run`)."""
+        p, s = view.plan, view.setting
+        return cls(p.arch, p.usable_bytes, p.context, p.slots, p.kv_type, p.ubatch, p.engine, view.options, s)
 
     def refresh(self) -> None:
         try:
             self.view = plan_view(self.arch, self.context.value, self.slots.value, self.kv_type.value,
-                                  self.ubatch, self.usable_bytes)
+                                  self.ubatch, self.usable_bytes, engine=self.engine, **self.options)
+            self.view.setting = self.setting
             self.error = None
-        except ValueError as e:        # e.g. too many slots for this context
+        except ValueError as e:        # e.g. too many slots for this context: shown, not raised
             self.error = str(e)
+        self.adopt_button.disabled = (self.error is not None or self.setting is None or not self.setting.adoptable)
+        p = self.view.plan if self.view and not self.error else None
+        self.status.value = (f"<b>{self.error}</b>" if self.error else
+                             f"{ENGINE_NAMES[self.engine]}: <b>{p.verdict}</b>, {p.total_bytes / 2**30:.2f} of "
+                             f"{p.usable_bytes / 2**30:.1f} GiB; largest context that fits {self.view.largest}")
         self.out.clear_output(wait=True)
         with self.out:
             if self.error:
@@ -45,6 +74,16 @@ class ContextTuner:
                 from IPython.display import display
                 display(self.view.plan.table())
                 display(self.view.figure())
+
+    def use_for_serve(self) -> dict[str, Any] | None:
+        """The button: write the tuned plan to the state file (what 05 launches next)."""
+        if self.error or self.view is None or self.setting is None:
+            return None
+        self.adopted = adopt(self.view, self.setting)
+        p = self.view.plan
+        self.status.value = (f"05-serve will launch context {p.context} × {p.slots} slot(s), KV {p.kv_type} "
+                             f"({p.verdict})")
+        return self.adopted
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
