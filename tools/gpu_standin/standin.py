@@ -275,7 +275,11 @@ class Run:
             self.save()
 
     # -- runbooks --
-    def papermill(self, notebook: str, params: dict[str, Any], tag: str = "", timeout: float = 580) -> dict:
+    # A hung runbook must not eat the call (an H100 run lost 460 s to one 02): per-runbook limits.
+    LIMITS = {"01-preflight": 90, "02-plan": 120, "03-place-model": 300, "04-engine": 580, "05-serve": 240,
+              "06-verify": 300}
+
+    def papermill(self, notebook: str, params: dict[str, Any], tag: str = "", timeout: float = 0) -> dict:
         """Run one runbook as a user would (papermill CLI); return its record (or raise with the tail)."""
         out = self.runs / f"{notebook}{('-' + tag) if tag else ''}.ipynb"
         params = {**params, "run_dir": str(self.runs)}
@@ -283,7 +287,8 @@ class Run:
                 "--cwd", str(RUNBOOKS), "--no-progress-bar", "-y", json.dumps(params)]
         self.log(f"papermill {notebook} {json.dumps(params)}")
         t = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, min(timeout, self.left())))
+        limit = timeout or self.LIMITS.get(notebook, 300)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, min(limit, self.left())))
         rec_path = self.runs / f"{notebook}.json"
         rec = json.loads(rec_path.read_text()) if rec_path.exists() else {}
         if tag and rec_path.exists():   # keep each tagged run's record under its own name too
