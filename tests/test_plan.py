@@ -47,6 +47,29 @@ def test_compute_buffers_reproduce_the_cuda_log_of_both_models():
     assert grew == (131072 - 32768) * 2048 * 2     # one f16 mask row per KV cell and token of the micro-batch
 
 
+# llama.cpp b11549 (the tree in the xllamacpp 2026.10.11549 sdist) built for CUDA, -fa on -ngl 999, on an
+# H100, serving a generated GGUF with gpt-oss-120b's widths and 36 layers but 4 experts (the compute
+# buffers do not depend on the expert count): (context, slots, unified, ubatch, KV type) -> logged MiB of
+# KV full, KV sliding, CUDA0 compute, CUDA_Host compute. nvidia-smi showed 597–600 MiB over the buffers.
+CUDA_B11549 = [
+    ((32768, 1, True, 512, "f16"), (1152.00, 27.00, 122.77, 55.28)),
+    ((32768, 1, True, 2048, "f16"), (1152.00, 81.00, 497.09, 227.10)),
+    ((131072, 1, True, 2048, "f16"), (4608.00, 81.00, 881.09, 611.10)),
+    ((65536, 4, True, 2048, "q8_0"), (1224.00, 47.81, 626.15, 356.16)),
+    ((32768, 2, False, 2048, "f16"), (1152.00, 162.00, 433.09, 163.10)),
+]
+
+
+@pytest.mark.parametrize("setting,logged", CUDA_B11549, ids=lambda v: str(v))
+def test_plan_matches_the_cuda_build_of_the_pinned_llamacpp(setting, logged):
+    context, slots, unified, ubatch, kv = setting
+    p = plan.plan_memory(G120, context, slots, kv, ubatch, usable_bytes=120 * GIB, kv_unified=unified)
+    got = [row(p, n) / MIB for n in ("KV full attention", "KV sliding window", "compute buffer (GPU)",
+                                     "compute buffer (host)")]
+    assert got == pytest.approx(list(logged), abs=0.006)
+    assert row(p, "CUDA runtime") / MIB == pytest.approx(598.5, abs=2)
+
+
 def test_slots_share_a_unified_pool_and_split_without_it():
     one = plan.plan_memory(G120, 65536, 1, usable_bytes=120 * GIB)
     four = plan.plan_memory(G120, 65536, 4, usable_bytes=120 * GIB)

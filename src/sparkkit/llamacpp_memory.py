@@ -20,7 +20,10 @@ Scope: the CPU backend (the embedded engine) is replayed exactly. For CUDA (the 
 graph is split the way ggml's scheduler splits it — token embeddings and graph inputs in pinned
 host memory (`CUDA_Host`), everything else on the device (`CUDA0`), with copies of the inputs —
 which is an approximation (CUDA's fusion passes and a different buffer alignment are not
-replayed); plan.py checks it against the buffers llama.cpp logged on a GPU (research/gpu-standin.md §4).
+replayed) which nevertheless matches, to the logged 0.01 MiB, the CUDA0/CUDA_Host buffers b11549 built
+for CUDA logs on an H100 for gpt-oss-120b's widths (contexts 32768–131072, ubatch 512/2048, 1–4 slots,
+unified or not, f16/q8_0) and those research/gpu-standin.md §4 logged with an older build (tests/test_plan.py).
+It does not apply where CUDA has no flash-attention kernel for the head size (CUDA_FA_HEAD_DIMS).
 """
 from __future__ import annotations
 
@@ -514,6 +517,10 @@ def _moe(g: _Graph, cur: _T, X: int, K: int, F: int, gpt: bool) -> _T:
         out = _op("CONT", (E, nt), out)
     return out
 
+
+# Head sizes CUDA's flash-attention kernels take (ggml-cuda/fattn.cu, K = V); for any other the op
+# falls back to the CPU, the graph splits per layer and the CUDA replay below no longer applies.
+CUDA_FA_HEAD_DIMS = (40, 64, 72, 80, 96, 112, 128, 256)
 
 SUPPORTED_ARCHS = ("gpt-oss", "qwen3moe")
 VERIFIED_ARCHS = ("gpt-oss",)     # replay checked against the engine's log (tests/test_plan_vs_llamacpp.py)

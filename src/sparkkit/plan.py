@@ -50,7 +50,8 @@ TIGHT = 0.90                # above 90 % of usable memory the desktop and page c
 LLAMACPP_CACHE_RAM = 8192 * MIB
 LLAMACPP_CTX_CHECKPOINTS = 32
 # CUDA context, cuBLAS workspaces and the like beyond the logged buffers: nvidia-smi showed
-# +596…600 MiB over the sum of llama.cpp's buffers for gpt-oss 20b and 120b (gpu-standin.md §4).
+# +596…600 MiB over the sum of llama.cpp's buffers for gpt-oss 20b and 120b (gpu-standin.md §4), and
+# 597…600 MiB for b11549 on an H100 across eight shapes and settings (sparkkit's own check, 2026-11-26).
 CUDA_RUNTIME = 600 * MIB
 # What cudaMemGetInfo calls "total" on a GB10 (spark.md §2) — the base of the vLLM/SGLang fractions.
 GB10_TOTAL = int(121.69 * GIB)
@@ -219,6 +220,9 @@ def _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable, unified, swa_f
                                                                   max(arch.n_expert_used, 1))
         bufs = {"CUDA0" if backend == "cuda" else "CPU": est}
         how = "estimate: attention mask + activations (no llama.cpp graph for this architecture)"
+    if backend == "cuda" and arch.head_dim not in lcm.CUDA_FA_HEAD_DIMS:
+        how = (f"rough: CUDA has no flash-attention kernel for head size {arch.head_dim}, llama.cpp runs attention "
+               "on the CPU and splits the graph, which is not replayed")
     if backend == "cuda":
         dev.append(("compute buffer (GPU)", bufs["CUDA0"], f"CUDA0, ubatch {lay.ubatch}: {how}"))
         if "CUDA_Host" in bufs:
