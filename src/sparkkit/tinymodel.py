@@ -364,17 +364,23 @@ def embeddings_and_head(spec: TinySpec, vocab: Vocab, rng: np.random.Generator) 
     if spec.mode != "scripted":
         emb = _rnd(rng, n_vocab, E, scale=1.0)
         return emb, _rnd(rng, n_vocab, E)
-    ids, index, lay = vocab.script_ids, vocab.index, Layout.of(len(vocab.script_ids))
-    K = lay.k
-    emb = np.zeros((n_vocab, E), np.float32)
-    emb[:, lay.noise0:] = _rnd(rng, n_vocab, E - lay.noise0, scale=0.02)
+    lay = Layout.of(len(vocab.script_ids))
+    emb, lm = script_columns(spec, vocab, lay, E)
+    emb[:, lay.noise0:] = _rnd(rng, n_vocab, E - lay.noise0, scale=0.02)   # the random "real" computation
+    return emb, lm
+
+
+def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scripted first `cols` columns of token_embd and output (the rest of the LM head stays 0,
+    so the random computation never reaches the logits). Shared by the tiny and full-scale writers."""
+    E, n_vocab, ids, index, K = spec.n_embd, len(vocab.tokens), vocab.script_ids, vocab.index, lay.k
+    emb = np.zeros((n_vocab, cols), np.float32)
     is_script = np.zeros(n_vocab, bool)
     is_script[ids] = True
     emb[~is_script, lay.prompt] = MAG
     for pos, tid in enumerate(ids):
         emb[tid, pos] = MAG
-
-    lm = np.zeros((n_vocab, E), np.float32)
+    lm = np.zeros((n_vocab, cols), np.float32)
     alpha = 40.0 / np.sqrt(E)                  # x ~ sqrt(n_embd) after RMSNorm -> ~40 logits margin
     nxt = {lay.prompt: ids[0]}                 # any prompt token -> "<|channel|>analysis<|message|>"
     for pos in range(K - 1):
@@ -398,7 +404,6 @@ def embeddings_and_head(spec: TinySpec, vocab: Vocab, rng: np.random.Generator) 
         lm[ids[K - 2], lay.flag_result] = -60000.0
         emb[index["functions"], lay.mark_tools] = MAG
         emb[index["=assistant"], lay.mark_result] = MAG
-    lm[:, lay.noise0:] = 0.0                   # the random computation never reaches the logits
     return emb, lm
 
 
@@ -631,35 +636,7 @@ class _Release:
 
     # -- the scripted columns of token_embd and output (same wiring as embeddings_and_head) --
     def _head_columns(self) -> tuple[np.ndarray, np.ndarray]:
-        spec, vocab, lay, C = self.spec, self.vocab, self.lay, self.head_cols
-        E, nv, ids, index, K = spec.n_embd, len(vocab.tokens), vocab.script_ids, vocab.index, self.k
-        emb = np.zeros((nv, C), np.float32)
-        is_script = np.zeros(nv, bool)
-        is_script[ids] = True
-        emb[~is_script, lay.prompt] = MAG
-        for pos, tid in enumerate(ids):
-            emb[tid, pos] = MAG
-        lm = np.zeros((nv, C), np.float32)
-        alpha = 40.0 / np.sqrt(E)
-        nxt = {lay.prompt: ids[0], **{pos: ids[pos + 1] for pos in range(K - 1)}}
-        n_reason = len(SCRIPT_REASONING)
-        last_content = 1 + n_reason + len(SCRIPT_CONTENT)
-        for d, tid in nxt.items():
-            if d not in (last_content, K - 1):
-                lm[tid, d] = alpha
-        first_content = ids[n_reason + 2]
-        if spec.endless:
-            lm[first_content, last_content] = alpha
-        else:
-            lm[index["<|return|>"], last_content] = alpha
-            lm[first_content, last_content] = alpha / 2
-        if spec.tool_name:
-            lm[index["<|call|>"], K - 1] = alpha
-            lm[ids[K - 2], lay.flag_tools] = 3000.0
-            lm[ids[K - 2], lay.flag_result] = -60000.0
-            emb[index["functions"], lay.mark_tools] = MAG
-            emb[index["=assistant"], lay.mark_result] = MAG
-        lm[:, lay.noise0:] = 0.0
+        emb, lm = script_columns(self.spec, self.vocab, self.lay, self.head_cols)
         return _q8_rows(emb), _q8_rows(lm)
 
     # -- data --
