@@ -143,7 +143,7 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
               "started_at": records.now()}
     records.update_state("server", server)
     try:
-        _wait_healthy(proc, launch, log, timeout)
+        wait_healthy(proc, launch.base_url, log, timeout, f" (model {launch.model})")
     except BaseException:
         if proc.poll() is None:
             proc.terminate()
@@ -159,16 +159,20 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
     return Started(proc.pid, launch.base_url, load, argv, log, replaced)
 
 
-def _wait_healthy(proc: subprocess.Popen, launch: Launch, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=launch.base_url, timeout=5.0) as client:
+def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: float, detail: str = "") -> float:
+    """Poll /health until 200; return the seconds it took. If `proc` exits first, or time runs
+    out, raise ServeError with the log's last lines. Also used by tools/gpu_standin for the
+    servers it starts itself."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    with httpx.Client(base_url=base_url, timeout=5.0) as client:
         while True:
             if proc.poll() is not None:
-                raise ServeError(f"the server exited with code {proc.returncode} before it was ready "
-                                 f"(model {launch.model}). Last lines of {log}:\n{log_tail(log)}")
+                raise ServeError(f"the server exited with code {proc.returncode} before it was ready"
+                                 f"{detail}. Last lines of {log}:\n{log_tail(log)}")
             try:
                 if client.get("/health").status_code == 200:
-                    return
+                    return time.monotonic() - t0
             except httpx.TransportError:
                 pass   # not listening yet
             if time.monotonic() > deadline:

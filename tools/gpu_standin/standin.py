@@ -25,7 +25,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -305,25 +304,10 @@ class Run:
         return json.loads((home / "state.json").read_text())
 
 
-def wait_health(proc: subprocess.Popen, port: int, timeout: float) -> float:
-    import httpx
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return time.monotonic() - t0
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"not healthy after {timeout:.0f} s")
-
-
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    sys.path.insert(0, str(ROOT / "src"))
+    from sparkkit.serve import free_port as sparkkit_free_port
+    return sparkkit_free_port()
 
 
 def gpu_mem_used() -> str:
@@ -347,7 +331,10 @@ class Server:
         self.out = open(self.logpath, "wb")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
         try:
-            self.load_s = wait_health(self.proc, self.port, min(300, max(5, self.run.left() - 10)))
+            sys.path.insert(0, str(ROOT / "src"))
+            from sparkkit.serve import wait_healthy
+            self.load_s = wait_healthy(self.proc, f"http://127.0.0.1:{self.port}", self.logpath,
+                                       min(300, max(5, self.run.left() - 10)))
         except Exception:
             self.__exit__()
             raise
