@@ -31,15 +31,18 @@ def test_agent_probes_pass_against_the_real_server(server):
     assert [p.name for p in probes if not p.ok] == [], verify.table(probes).to_string()
 
 
-def test_bench_reads_the_engines_own_timings(server):
+def test_bench_reads_the_engines_own_timings_at_depth(server):
     started, _launch, _home = server
     with verify.client(started.base_url) as c:
-        runs = bench.measure(c, verify.served_model(c), [256, 2048], gen_tokens=32, repeats=1, progress=False)
+        runs = bench.measure(c, verify.served_model(c), pp_tokens=256, tg_tokens=16, depths=[0, 1024], repeats=1,
+                             progress=False)
     assert set(runs["source"]) == {"engine timings"}
-    assert (runs["generated"] == 32).all()           # ignore_eos: exactly gen_tokens
-    small, large = runs["prompt tokens"].tolist()
-    assert 0.7 * 256 < small < 1.3 * 256 and 0.7 * 2048 < large < 1.3 * 2048
-    assert (runs["decode tok/s"] > 0).all() and (runs["TTFT (s)"] > 0).all()
+    tg, pp = runs[runs["kind"] == "tg"], runs[runs["kind"] == "pp"]
+    assert (tg["generated"] == 16).all() and (tg["tok/s"] > 0).all()   # ignore_eos: exactly tg_tokens
+    assert pp["new prompt tokens"].between(0.8 * 256, 1.3 * 256).all()   # only the new tokens were processed
+    deep = runs[(runs["depth"] == 1024) & (runs["kind"] != "context")]
+    assert (deep["cached"] >= 1024).all(), deep                        # the real cache held the context
+    assert (runs["TTFT (s)"] > 0).all()
 
 
 def test_claude_code_reads_a_file_through_the_server(server):

@@ -56,13 +56,56 @@ def test_bench_uses_client_clock_when_the_engine_has_no_timings():
         return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
     row = bench.one_run(mock_client(handler), "m", "prompt", 5)
     assert row["source"] == "client clock" and row["generated"] == 5 and row["prompt tokens"] == 100
-    assert row["TTFT (s)"] is not None and row["TTFT (s)"] > 0
+    assert row["TTFT (s)"] is not None and row["TTFT (s)"] > 0 and row["decode tok/s"] > 0
 
 
-def test_bench_rejects_bad_sizes():
+def llama_server_like(seen):
+    """A stand-in that answers like llama-server: /tokenize (one token per word) and streamed chat
+    with `timings`, where cache_n is the prompt's common word prefix with the previous request."""
+    last = []
+
+    def handler(req):
+        body = json.loads(req.content)
+        if req.url.path == "/tokenize":
+            return httpx.Response(200, json={"tokens": list(range(len(body["content"].split())))})
+        words = body["messages"][0]["content"].split()
+        seen.append(body)
+        common = next((i for i, (a, b) in enumerate(zip(words, last)) if a != b), min(len(words), len(last)))
+        last[:] = words
+        timings = {"cache_n": common, "prompt_n": len(words) - common, "prompt_per_second": 1000.0,
+                   "predicted_n": body["max_tokens"], "predicted_per_second": 50.0}
+        events = [{"choices": [{"delta": {"content": "x"}}]}, {"choices": [], "timings": timings}]
+        text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+    return handler
+
+
+def test_bench_reaches_depth_by_extending_one_cached_conversation():
+    seen = []
+    runs = bench.measure(mock_client(llama_server_like(seen)), "m", pp_tokens=300, tg_tokens=16, depths=[0, 1000],
+                         repeats=2, progress=False)
+    assert list(runs["test"][:5]) == ["tg16 @ d0", "pp300 @ d0", "context d1000", "tg16 @ d1000", "pp300 @ d1000"]
+    prompts = [b["messages"][0]["content"] for b in seen]
+    context, tg, pp = prompts[2:5]
+    assert tg.startswith(context) and pp.startswith(context)      # both extend the cached context
+    at_depth = runs[(runs["depth"] == 1000) & (runs["kind"] != "context")]
+    assert (at_depth["cached"] >= 1000).all()                     # … so the engine took it from its cache
+    pp_rows = runs[runs["kind"] == "pp"]
+    assert pp_rows["new prompt tokens"].between(290, 310).all()  # only the new tokens are timed
+    assert (runs.loc[runs["kind"] == "tg", "generated"] == 16).all()
+    assert runs["context d1000" == runs["test"]]["new prompt tokens"].between(990, 1010).all()
+    assert len(set(p.split()[0] for p in prompts)) == 4           # a fresh nonce per depth and repeat
+    s = bench.summary(runs)
+    assert list(s["test"]) == ["pp300 @ d0", "pp300 @ d1000", "tg16 @ d0", "tg16 @ d1000", "context d1000"]
+    h = bench.headline(runs)
+    assert (h["decode_tps"], h["prefill_tps"], h["depth"]) == (50.0, 1000.0, 0) and h["ttft_s"] > 0
+
+
+@pytest.mark.parametrize("kwargs, parameter", [
+    ({"repeats": 0}, "repeats"), ({"pp_tokens": 0}, "pp_tokens"), ({"tg_tokens": 1}, "tg_tokens"),
+    ({"depths": []}, "depths"), ({"depths": [0, -5]}, "depths")])
+def test_bench_rejects_bad_sizes_naming_the_parameter(kwargs, parameter):
     from sparkkit.errors import ParameterError
     c = mock_client(lambda req: httpx.Response(500))
-    with pytest.raises(ParameterError, match="parameter `repeats`"):
-        bench.measure(c, "m", [128], repeats=0)
-    with pytest.raises(ParameterError, match="parameter `prompt_tokens`"):
-        bench.measure(c, "m", [0])
+    with pytest.raises(ParameterError, match=f"parameter `{parameter}`"):
+        bench.measure(c, "m", **kwargs)

@@ -1,9 +1,21 @@
-"""Measure prefill, decode and time to first token (runbook 06, second half).
+"""Measure prefill, decode and time to first token the way llama-bench does (runbook 06, second half).
 
-Speeds come from the engine's own `timings` (llama.cpp reports prompt_per_second and
-predicted_per_second in every response) so HTTP and client overheads don't blur them; time to
-first token is measured here, on a streamed request, because that is what a user waits for.
-Engines without `timings` fall back to client-side figures, flagged in the `source` column.
+The tests are llama-bench's, so the numbers compare with published ones: `ppN @ dD` processes N new
+prompt tokens and `tgM @ dD` generates M tokens, each with D tokens already in the context. A coding
+agent reaches depth the same way: its earlier turns sit in the server's prompt cache. So each depth
+starts with a *context* request of D tokens (timed too: that is a cold prompt's time to first
+token), and the tests then extend that same conversation: the engine reports how many tokens it
+took from its cache (`timings.cache_n`), which is recorded as the depth actually reached.
+
+Speeds come from the engine's own `timings` (llama.cpp's prompt_per_second and
+predicted_per_second) so HTTP and client overheads don't blur them; time to first token is
+measured here, on streamed requests, because that is what a user waits for. Engines without
+`timings` fall back to client-side figures, flagged in the `source` column.
+
+What this cannot remove is work the server itself does per request and per token that llama-bench
+skips: llama.cpp's context checkpoints for sliding-window models (extra small batches before a
+prompt's end) and sampling over the whole vocabulary on the CPU. Those are real costs an agent
+pays; the H100 stand-in run (records/gpu-standin/NOTES.md) measures them against llama-bench.
 """
 from __future__ import annotations
 
@@ -18,28 +30,35 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .errors import check_int
+from .errors import ParameterError, check_int
+
+WORDS_PER_CALIBRATION = 400
 
 
-def _words(n: int) -> str:
-    # A nonce first, so no run can reuse another's prompt cache.
-    return uuid.uuid4().hex + " " + " ".join(f"w{i % 97}" for i in range(n))
+def _words(n: int, start: int = 0) -> str:
+    return " ".join(f"w{(start + i) % 97}" for i in range(n))
 
 
-def prompt_of(c: httpx.Client, tokens: int) -> str:
-    """A prompt of about `tokens` tokens, calibrated with the server's /tokenize when it has one."""
-    sample = _words(400)
+def tokens_per_word(c: httpx.Client) -> float:
+    """How many tokens one filler word costs, from the server's /tokenize when it has one."""
     try:
-        r = c.post("/tokenize", json={"content": sample})
-        per_word = len(r.json()["tokens"]) / 401 if r.status_code == 200 else 1.0
+        r = c.post("/tokenize", json={"content": " " + _words(WORDS_PER_CALIBRATION)})
+        if r.status_code == 200:
+            return max(len(r.json()["tokens"]) / WORDS_PER_CALIBRATION, 1e-3)
     except (httpx.HTTPError, ValueError, KeyError):
-        per_word = 1.0
-    return _words(max(1, int(tokens / max(per_word, 1e-3)) - 40))   # leave room for the chat template
+        pass
+    return 1.0
 
 
-def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int) -> dict[str, Any]:
-    body = {"model": model, "max_tokens": gen_tokens, "stream": True, "ignore_eos": True, "cache_prompt": False,
-            "temperature": 0, "stream_options": {"include_usage": True},
+def filler(tokens: int, per_word: float, start: int = 0) -> str:
+    """About `tokens` tokens of filler text."""
+    return _words(max(1, round(tokens / per_word)), start)
+
+
+def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int, cache_prompt: bool = True) -> dict[str, Any]:
+    """One streamed chat request; the engine's timings where it reports them, else the client's clock."""
+    body = {"model": model, "max_tokens": gen_tokens, "stream": True, "ignore_eos": True,
+            "cache_prompt": cache_prompt, "temperature": 0, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": prompt}]}
     t0 = time.perf_counter()
     ttft = None
@@ -59,56 +78,86 @@ def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int) -> dict[s
             timings = ev.get("timings") or timings
             usage = ev.get("usage") or usage
     total = time.perf_counter() - t0
-    if timings.get("predicted_per_second"):
-        return {"prompt tokens": timings.get("prompt_n"), "generated": timings.get("predicted_n"),
-                "prefill tok/s": timings.get("prompt_per_second"), "decode tok/s": timings["predicted_per_second"],
-                "TTFT (s)": ttft, "total (s)": total, "source": "engine timings"}
+    ttft = ttft or total      # a 1-token reply may be a special token that streams no text
+    if timings.get("prompt_per_second") is not None:
+        return {"prompt tokens": timings.get("prompt_n"), "cached": timings.get("cache_n"),
+                "generated": timings.get("predicted_n"), "prefill tok/s": timings.get("prompt_per_second"),
+                "decode tok/s": timings.get("predicted_per_second") if (timings.get("predicted_n") or 0) > 1
+                else None, "TTFT (s)": ttft, "total (s)": total, "source": "engine timings"}
     gen = usage.get("completion_tokens") or 0
-    return {"prompt tokens": usage.get("prompt_tokens"), "generated": gen,
+    return {"prompt tokens": usage.get("prompt_tokens"), "cached": None, "generated": gen,
             "prefill tok/s": (usage.get("prompt_tokens") or 0) / ttft if ttft else None,
-            "decode tok/s": gen / (total - ttft) if ttft and total > ttft else None,
+            "decode tok/s": (gen - 1) / (total - ttft) if gen > 1 and total > ttft else None,
             "TTFT (s)": ttft, "total (s)": total, "source": "client clock"}
 
 
-def measure(c: httpx.Client, model: str, prompt_tokens: list[int], gen_tokens: int = 128,
-            repeats: int = 3, progress: bool = True) -> pd.DataFrame:
-    """One row per run: prompt size, prefill and decode tok/s, TTFT."""
-    check_int("gen_tokens", gen_tokens, 1, 32768)
+def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int = 32,
+            depths: list[int] | None = None, repeats: int = 3, progress: bool = True) -> pd.DataFrame:
+    """One row per request: the context fill of each depth, then tgM and ppN at that depth."""
+    depths = [0] if depths is None else list(depths)
+    check_int("pp_tokens", pp_tokens, 1, 1 << 20)
+    check_int("tg_tokens", tg_tokens, 2, 32768)   # decode speed needs two tokens or more
     check_int("repeats", repeats, 1, 100)
-    for n in prompt_tokens:
-        check_int("prompt_tokens", n, 1)
-    rows = []
-    total_runs = len(prompt_tokens) * repeats
-    for i, n in enumerate(prompt_tokens):
-        for rep in range(repeats):
-            row = {"target prompt": n, "repeat": rep + 1, **one_run(c, model, prompt_of(c, n), gen_tokens)}
-            rows.append(row)
-            if progress:
-                print(f"[{len(rows)}/{total_runs}] prompt {row['prompt tokens']} tok: prefill "
-                      f"{row['prefill tok/s'] or 0:.0f} tok/s, decode {row['decode tok/s'] or 0:.0f} tok/s, "
-                      f"TTFT {row['TTFT (s)'] or 0:.3f} s", flush=True)
+    if not depths:
+        raise ParameterError("depths", depths, "a list of context depths in tokens, e.g. [0, 8192]")
+    for d in depths:
+        check_int("depths", d, 0, 1 << 22)
+    per_word = tokens_per_word(c)
+    rows: list[dict[str, Any]] = []
+    total = repeats * sum(3 if d else 2 for d in depths)
+
+    def add(test: str, kind: str, depth: int, rep: int, res: dict[str, Any]) -> None:
+        rate = res["decode tok/s"] if kind == "tg" else res["prefill tok/s"]
+        rows.append({"test": test, "kind": kind, "depth": depth, "repeat": rep, "tok/s": rate,
+                     "new prompt tokens": res["prompt tokens"], "cached": res["cached"],
+                     "generated": res["generated"], "TTFT (s)": res["TTFT (s)"], "total (s)": res["total (s)"],
+                     "source": res["source"]})
+        if progress:
+            print(f"[{len(rows)}/{total}] {test}: {rate or 0:.1f} tok/s ({res['prompt tokens']} new prompt tokens, "
+                  f"{res['cached'] if res['cached'] is not None else '?'} cached), TTFT {res['TTFT (s)']:.3f} s",
+                  flush=True)
+
+    for rep in range(1, repeats + 1):
+        for depth in depths:
+            # A nonce first: no run reuses another's cache beyond the chat template's own header.
+            context = uuid.uuid4().hex
+            if depth:
+                context += " " + filler(depth, per_word)
+                add(f"context d{depth}", "context", depth, rep, one_run(c, model, context, 1))
+            # tg before pp: the pp request then rolls back only tg's few tokens, which every
+            # cache (sliding-window ones too) can do without re-processing the context.
+            add(f"tg{tg_tokens} @ d{depth}", "tg", depth, rep, one_run(c, model, context + " go", tg_tokens))
+            add(f"pp{pp_tokens} @ d{depth}", "pp", depth, rep,
+                one_run(c, model, context + " " + filler(pp_tokens, per_word, start=50), 1))
     return pd.DataFrame(rows)
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Median per prompt size: what people compare."""
-    g = runs.groupby("target prompt")
-    return pd.DataFrame({"prompt tokens": g["prompt tokens"].median(),
-                         "prefill tok/s": g["prefill tok/s"].median().round(1),
-                         "decode tok/s": g["decode tok/s"].median().round(1),
-                         "TTFT (s)": g["TTFT (s)"].median().round(4),
-                         "runs": g.size()}).reset_index()
+    """Median per test, in llama-bench's terms: what people compare."""
+    order = {"pp": 0, "tg": 1, "context": 2}
+    g = runs.groupby(["kind", "depth", "test"], sort=False)
+    s = pd.DataFrame({"tok/s": g["tok/s"].median().round(1), "± sd": g["tok/s"].std().round(1),
+                      "new prompt tokens": g["new prompt tokens"].median(), "cached": g["cached"].median(),
+                      "TTFT (s)": g["TTFT (s)"].median().round(4), "runs": g.size()}).reset_index()
+    s["_o"] = s["kind"].map(order)
+    return s.sort_values(["_o", "depth"]).drop(columns=["_o", "kind"]).reset_index(drop=True)
 
 
 def figure(runs: pd.DataFrame) -> matplotlib.figure.Figure:
-    s = summary(runs)
+    """Prefill and decode speed against depth, and a cold prompt's time to first token."""
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, col in zip(axes, ("prefill tok/s", "decode tok/s", "TTFT (s)")):
-        ax.plot(runs["prompt tokens"], runs[col], "o", alpha=0.4, label="runs")
-        ax.plot(s["prompt tokens"], s[col], "-", label="median")
-        ax.set_xlabel("prompt tokens")
-        ax.set_title(col)
-        ax.set_xscale("log")
+    panels = (("pp", "tok/s", "prefill tok/s"), ("tg", "tok/s", "decode tok/s"),
+              ("context", "TTFT (s)", "TTFT of a cold prompt (s)"))
+    for ax, (kind, col, title) in zip(axes, panels):
+        r = runs[runs["kind"] == kind]
+        ax.set_title(title)
+        ax.set_xlabel("depth (tokens)")
+        if r.empty:
+            ax.text(0.5, 0.5, "depth 0 only", ha="center", va="center", transform=ax.transAxes)
+            continue
+        med = r.groupby("depth")[col].median()
+        ax.plot(r["depth"], r[col], "o", alpha=0.4, label="runs")
+        ax.plot(med.index, med.values, "-", label="median")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     plt.close(fig)
@@ -116,14 +165,20 @@ def figure(runs: pd.DataFrame) -> matplotlib.figure.Figure:
 
 
 def headline(runs: pd.DataFrame) -> dict[str, float]:
-    return {"decode_tps": float(statistics.median(runs["decode tok/s"].dropna())),
-            "prefill_tps": float(statistics.median(runs["prefill tok/s"].dropna())),
-            "ttft_s": float(statistics.median(runs["TTFT (s)"].dropna()))}
+    """The figures a verdict line quotes: at the shallowest depth measured."""
+    d0 = runs["depth"].min()
+    at = runs[runs["depth"] == d0]
+
+    def med(kind: str, col: str) -> float:
+        xs = at.loc[at["kind"] == kind, col].dropna()
+        return float(statistics.median(xs)) if len(xs) else float("nan")
+    return {"decode_tps": med("tg", "tok/s"), "prefill_tps": med("pp", "tok/s"), "ttft_s": med("tg", "TTFT (s)"),
+            "depth": int(d0)}
 
 
-def run(base_url: str = "", api_key: str = "", prompt_tokens: list[int] | None = None, gen_tokens: int = 128,
-        repeats: int = 3) -> pd.DataFrame:
-    """Runbook 06, measurements: prefill/decode/TTFT at each prompt size."""
+def run(base_url: str = "", api_key: str = "", pp_tokens: int = 2048, tg_tokens: int = 32,
+        depths: list[int] | None = None, repeats: int = 3) -> pd.DataFrame:
+    """Runbook 06, measurements: ppN and tgM at each depth."""
     from .verify import open_client, served_model
     with open_client(base_url, api_key) as c:
-        return measure(c, served_model(c), prompt_tokens or [256, 1024, 4096], gen_tokens, repeats)
+        return measure(c, served_model(c), pp_tokens, tg_tokens, depths, repeats)
