@@ -65,23 +65,36 @@ def test_flags_are_replaced_added_and_the_guide_line_is_made_runnable():
     assert same[0] == same[1]
 
 
-def test_06_is_compared_with_llama_bench_at_the_same_depths():
+def test_06_is_compared_with_llama_bench_test_by_test_for_each_launch():
     bench = standin.bench_rows([
-        {"n_prompt": 2048, "n_gen": 0, "n_depth": 0, "avg_ts": 6000.0, "stddev_ts": 50.0},
+        {"n_prompt": 2048, "n_gen": 0, "n_depth": 0, "avg_ts": 6000.0, "stddev_ts": 50.0,
+         "samples_ts": [4000.0, 6100.0, 6100.0]},                       # a slow first sample: the median is used
         {"n_prompt": 0, "n_gen": 32, "n_depth": 0, "avg_ts": 200.0, "stddev_ts": 2.0},
         {"n_prompt": 2048, "n_gen": 0, "n_depth": 8192, "avg_ts": 5000.0, "stddev_ts": 50.0},
         {"n_prompt": 0, "n_gen": 32, "n_depth": 8192, "avg_ts": 180.0, "stddev_ts": 2.0}])
-    runs = []
-    for target, n, pp, tg in ((64, 80, 900.0, 196.0), (2048, 2050, 5900.0, 190.0), (8192, 8200, 5500.0, 176.0)):
-        runs += [{"target prompt": target, "prompt tokens": n, "prefill tok/s": pp, "decode tok/s": tg}] * 2
-    # 10240 tokens took the 8192-token time plus 2048 tokens at exactly 5000 tok/s.
-    t = 8200 / 5500.0 + 2048 / 5000.0
-    runs += [{"target prompt": 10240, "prompt tokens": 10248, "prefill tok/s": 10248 / t, "decode tok/s": 170.0}]
-    rows = {r["test"]: r for r in standin.compare_bench(runs, bench, 64, 2048, 8192, 10240)}
-    assert rows["pp2048@d8192"]["06 tok/s"] == pytest.approx(5000.0, abs=0.1)
-    assert rows["pp2048@d0"]["06 − bench %"] == pytest.approx(-1.7, abs=0.05) and rows["pp2048@d0"]["within 5 %"]
-    assert rows["tg32@d0"]["06 tok/s"] == 196.0 and rows["tg32@d8192"]["06 tok/s"] == 176.0
+    runs = [{"test": "context d8192", "kind": "context", "tok/s": 1.0}]
+    for rate in (5500.0, 5600.0, 5700.0):
+        runs += [{"test": "pp2048 @ d0", "kind": "pp", "tok/s": rate},
+                 {"test": "tg32 @ d0", "kind": "tg", "tok/s": rate / 30},
+                 {"test": "pp2048 @ d8192", "kind": "pp", "tok/s": 4900.0},
+                 {"test": "tg32 @ d8192", "kind": "tg", "tok/s": None}]
+    meds = standin.medians_by_test(runs)
+    assert meds == {"pp2048@d0": 5600.0, "tg32@d0": pytest.approx(186.67, abs=0.01), "pp2048@d8192": 4900.0}
+    rows = {r["test"]: r for r in standin.compare_bench({"05": meds, "eq": {"pp2048@d0": 6000.0}}, bench)}
+    assert rows["pp2048@d0"]["llama-bench median tok/s"] == 6100.0
+    assert rows["pp2048@d0"]["Δ % · 05"] == pytest.approx(-8.2, abs=0.05) and not rows["pp2048@d0"]["within 5 % · 05"]
+    assert rows["pp2048@d0"]["within 5 % · eq"] and rows["pp2048@d8192"]["within 5 % · 05"]
+    assert rows["tg32@d8192"]["06 · 05"] is None and not rows["tg32@d8192"]["within 5 % · 05"]
     assert "| test |" in standin.table(list(rows.values()))
+
+
+def test_the_engine_equivalent_launch_drops_checkpoints_and_samples_on_the_backend():
+    served = ["srv", "-m", "m", "--port", "8080", "-ub", "2048", "--jinja"]
+    argv = standin.engine_equivalent_argv(served, fakes.HELP, 9001)
+    assert argv == ["srv", "-m", "m", "--port", "9001", "-ub", "2048", "--jinja", "--ctx-checkpoints", "0",
+                    "--backend-sampling"]
+    older = standin.engine_equivalent_argv(served, "--ctx-checkpoints N\n", 9001)   # a build without it
+    assert "--backend-sampling" not in older and served[4] == "8080"               # the 05 argv is untouched
 
 
 def test_bytes_per_token_count_one_embedding_row_and_the_used_experts():

@@ -34,10 +34,13 @@ HELP = """----- common params -----
 --port PORT                             port to listen (default: 8080)
 --metrics                               enable prometheus compatible metrics endpoint
 --api-key-file FNAME                    path to file containing API keys
+-ctxcp, --ctx-checkpoints, --swa-checkpoints N
+                                        max number of context checkpoints to create per slot
+-bs,   --backend-sampling               enable backend sampling (experimental)
 """
 VALUED = {"-m", "-c", "--ctx-size", "-np", "--parallel", "-ngl", "-fa", "--flash-attn", "-lm", "-ub", "-b", "-lv",
-          "--alias", "--host", "--port", "--api-key-file", "-t", "-ctk", "-ctv"}
-FLAGS = {"--kv-unified", "--jinja", "--metrics"}
+          "--alias", "--host", "--port", "--api-key-file", "-t", "-ctk", "-ctv", "--ctx-checkpoints"}
+FLAGS = {"--kv-unified", "--jinja", "--metrics", "--backend-sampling"}
 
 
 def server(argv: list[str]) -> int:
@@ -71,6 +74,9 @@ def server(argv: list[str]) -> int:
     p.n_batch = int(opts.get("-b", 2048))
     p.model_alias = {opts.get("--alias", os.path.basename(opts["-m"]))}
     p.verbosity = int(opts.get("-lv", 3))
+    if "--ctx-checkpoints" in opts:
+        p.n_ctx_checkpoints = int(opts["--ctx-checkpoints"])
+    p.sampling.backend_sampling = "--backend-sampling" in opts
     p.fit_params = False
     p.warmup = False
     stop = threading.Event()

@@ -2,8 +2,9 @@
 # The GPU stand-in run, device side: install the carried wheels, run standin.py, hand back $OUT.
 # usage (repo root, on a bare GPU machine; carry .devcarry and .whl):
 #   BUDGET=570 bash tools/gpu_standin/run.sh [standin.py options]
-# .devcarry/llama.cpp: the llama.cpp tree vendored in the llama-cpp-python 0.3.36 sdist, trimmed
-# (research/gpu-standin.md §1); .whl: papermill, ipykernel, gguf … for the device's Python.
+# .devcarry/llama.cpp: the llama.cpp tree vendored in the xllamacpp sdist we pin (b11549, the build the
+# embedded engine and 02's compute-buffer model follow), trimmed; .whl: papermill, ipykernel, gguf … for
+# the device's Python. Both are made here by tools/gpu_standin/make_carry.sh.
 set -u
 T0=$(date +%s)
 BUDGET=${BUDGET:-570}

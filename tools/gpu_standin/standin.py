@@ -6,7 +6,10 @@ One call on a bare GPU machine (see run.sh beside this file, which installs the 
                             03 generates the 59 GiB scripted stand-in (source generate) │ with the
                             the GPU's copy bandwidth is measured (torch)               ┘ build
   → 02 plans it → 05 serves it with the plan's flags → 06 verifies and benchmarks it
-  → llama-bench on the same file (pp2048, tg32 at depth 0 and 8192)
+    (llama-bench's tests through the server: pp2048 and tg32 at depth 0 and 8192)
+  → llama-bench on the same file, same tests
+  → 06's measurement again on 05's launch without context checkpoints and with backend sampling
+    (the two per-request costs llama-bench skips), to show where any gap comes from
   → 02 at two contexts × two -ub, each against llama-server's own buffer log (-lv 4)
   → the same model under the seed guide's flags and under llama-server's defaults
 
@@ -151,41 +154,33 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def compare_bench(runs: list[dict[str, Any]], bench: dict[str, dict[str, float]], small: int, base: int,
-                  deep: int, deeper: int) -> list[dict[str, Any]]:
-    """06's runs (its record's `bench` rows) against llama-bench.
+def test_key(name: str) -> str:
+    """'pp2048 @ d8192' (06) and 'pp2048@d8192' (llama-bench) name the same test."""
+    return name.replace(" ", "")
 
-    pp2048@d0 ← 06's prefill of a `base`-token prompt; pp2048@d8192 ← the marginal rate between
-    06's `deep`- and `deeper`-token prompts (both process the first `deep` tokens the same way);
-    tg32@d0 ← 06's decode after a `small`-token prompt; tg32@d8192 ← decode after `deep` tokens."""
-    by: dict[int, list[dict[str, Any]]] = {}
+
+def medians_by_test(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """06's bench rows → median tok/s per test (llama-bench's names)."""
+    by: dict[str, list[float]] = {}
     for r in runs:
-        by.setdefault(int(r["target prompt"]), []).append(r)
+        if r.get("kind") in ("pp", "tg") and r.get("tok/s") is not None:
+            by.setdefault(test_key(r["test"]), []).append(r["tok/s"])
+    return {k: statistics.median(v) for k, v in by.items()}
 
-    def med(target: int, col: str) -> float | None:
-        return _median([r.get(col) for r in by.get(target, [])])
 
-    def ptime(target: int) -> tuple[float | None, float | None]:
-        rs = by.get(target, [])
-        n = _median([r.get("prompt tokens") for r in rs])
-        t = _median([r["prompt tokens"] / r["prefill tok/s"] for r in rs if r.get("prefill tok/s")])
-        return n, t
-
-    n1, t1 = ptime(deep)
-    n2, t2 = ptime(deeper)
-    marginal = (n2 - n1) / (t2 - t1) if None not in (n1, t1, n2, t2) and t2 > t1 else None
-    pairs = [("pp2048@d0", med(base, "prefill tok/s"), f"06 prefill, {base}-token prompt"),
-             (f"pp2048@d{deep}", marginal, f"06 prefill, tokens {deep}→{deeper} (marginal)"),
-             ("tg32@d0", med(small, "decode tok/s"), f"06 decode after a {small}-token prompt"),
-             (f"tg32@d{deep}", med(deep, "decode tok/s"), f"06 decode after a {deep}-token prompt")]
+def compare_bench(measured: dict[str, dict[str, float]], bench: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each launch's 06 medians ({launch: {test: tok/s}}) against llama-bench's median, test by test."""
     rows = []
-    for test, ours, how in pairs:
-        ref = bench.get(test, {}).get("median", bench.get(test, {}).get("avg"))   # a slow first sample skews avg
-        err = (ours - ref) / ref * 100 if ours and ref else None
-        rows.append({"test": test, "llama-bench median tok/s": None if ref is None else round(ref, 1),
-                     "± sd": None if ref is None else round(bench[test]["sd"], 1),
-                     "06 tok/s": None if ours is None else round(ours, 1), "06 − bench %": None if err is None
-                     else round(err, 1), "within 5 %": err is not None and abs(err) <= 5, "06 figure": how})
+    for test, ref in bench.items():
+        base = ref.get("median", ref.get("avg"))   # a slow first sample skews llama-bench's avg
+        row: dict[str, Any] = {"test": test, "llama-bench median tok/s": round(base, 1), "± sd": round(ref["sd"], 1)}
+        for launch, by_test in measured.items():
+            ours = by_test.get(test)
+            err = (ours - base) / base * 100 if ours and base else None
+            row[f"06 · {launch}"] = None if ours is None else round(ours, 1)
+            row[f"Δ % · {launch}"] = None if err is None else round(err, 1)
+            row[f"within 5 % · {launch}"] = err is not None and abs(err) <= 5
+        rows.append(row)
     return rows
 
 
@@ -363,11 +358,12 @@ class Server:
                 "build_info": p.get("build_info")}
 
 
-def measure(port: int, prompts: list[int], gen: int, repeats: int) -> list[dict[str, Any]]:
+def measure(port: int, pp: int, tg: int, depths: list[int], repeats: int) -> list[dict[str, Any]]:
+    """06's own measurement (sparkkit.bench) against a server we started."""
     sys.path.insert(0, str(ROOT / "src"))
     from sparkkit import bench, verify
     with verify.client(f"http://127.0.0.1:{port}") as c:
-        return bench.measure(c, verify.served_model(c), prompts, gen, repeats, progress=False).to_dict("records")
+        return bench.measure(c, verify.served_model(c), pp, tg, depths, repeats, progress=False).to_dict("records")
 
 
 KEY_LINES = re.compile(r"buffer size|KV cache|offloaded|n_ctx|n_batch|n_ubatch|flash_attn|n_slots|kv_unified|"
@@ -395,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="gpt-oss-120b")
     ap.add_argument("--model-dir", default="/dev/shm/sparkkit-models")
     ap.add_argument("--template", default="", help="chat template for 03 (default: the tree's gpt-oss one)")
-    ap.add_argument("--prompts", default="64,2048,8192,10240", help="06 prompt sizes: small, base, deep, deeper")
-    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--pp", type=int, default=2048, help="06 and llama-bench: prompt tokens per prefill test")
+    ap.add_argument("--tg", type=int, default=32, help="06 and llama-bench: tokens per decode test")
+    ap.add_argument("--depths", default="0,8192", help="06 and llama-bench: context depths")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench-reps", type=int, default=10)
     ap.add_argument("--plan-checks", default=";".join(f"{c},{u}" for c, u in PLAN_CHECKS))
@@ -405,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     run = Run(Path(a.res), a.budget)
     skip = set(filter(None, a.skip.split(",")))
-    prompts = [int(x) for x in a.prompts.split(",")]
-    small, base, deep, deeper = prompts
+    depths = [int(x) for x in a.depths.split(",")]
+    deep = max(depths)
     template = a.template or str(Path(a.src) / "models" / "templates" / "openai-gpt-oss-120b.jinja")
     R = run.results
     R["args"] = vars(a)
@@ -479,29 +476,33 @@ def main(argv: list[str] | None = None) -> int:
     binary = st["engine"]["runtime"]["path"]
     model_path = st["model"]["path"]
     v = run.phase("06-verify", 150, lambda: run.papermill("06-verify", {
-        "prompt_tokens": prompts, "gen_tokens": a.gen, "repeats": a.repeats}))
+        "pp_tokens": a.pp, "tg_tokens": a.tg, "depths": depths, "repeats": a.repeats}))
+    measured: dict[str, dict[str, float]] = {}
+    R["compare"] = {}
     if v:
         R["verify"] = {"headline": v["headline"], "probes": v["results"]["probes"]}
-    port = int(st["server"]["argv"][st["server"]["argv"].index("--port") + 1])
-    R["compare"] = {}
-    run.phase("compare sparkkit (live 05 server)", 40, lambda: R["compare"].update(sparkkit={
-        "argv": st["server"]["argv"], "load_s": st["server"].get("load_seconds"), "gpu_mem": R["server"]["gpu_mem"],
-        "runs": measure(port, [base, deep], a.gen, 2)}))
+        measured[LAUNCH_05] = medians_by_test(v["results"]["bench"])
+        R["compare"]["sparkkit"] = {"argv": st["server"]["argv"], "load_s": st["server"].get("load_seconds"),
+                                    "gpu_mem": R["server"]["gpu_mem"], "runs": v["results"]["bench"]}
     subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=60)
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
 
     bench_bin = a.bench or str(Path(binary).with_name("llama-bench"))
-    run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, base, deep))
-    if v and "llama_bench" in R:
-        R["bench_vs_06"] = compare_bench(v["results"]["bench"], R["llama_bench"]["rows"], small, base, deep, deeper)
+    run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, a.pp, a.tg, depths))
+    R["engine_equivalent"] = {}
+    run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
+        run, st["server"]["argv"], help_text, a.pp, a.tg, depths, measured))
+    if measured and "llama_bench" in R:
+        R["bench_vs_06"] = compare_bench(measured, R["llama_bench"]["rows"])
         run.log("06 vs llama-bench:\n" + table(R["bench_vs_06"]))
-    run.phase("roofline", 10, lambda: _roofline(run, model_path, deep))
+        run.save()
+    run.phase("roofline", 10, lambda: _roofline(run, model_path, deep, measured))
 
     R["plan_vs_logged"] = []
-    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
     for ctx, ub in checks:
         run.phase(f"plan check c={ctx} ub={ub}", 25 if (ctx, ub) in plans else 45,
                   lambda: _plan_check(run, st["server"]["argv"], ctx, ub, plans.get((ctx, ub))))
-    _comparisons(run, binary, model_path, help_text, base, deep, a.gen)
+    _comparisons(run, binary, model_path, help_text, a.pp, a.tg, depths)
     return _finish(run)
 
 
@@ -522,7 +523,32 @@ def _ensure_choice(run: Run, model: str, model_dir: str) -> None:
     run.results["state_fixup"] = True
 
 
-def _comparisons(run: Run, binary: str, model: str, help_text: str, base: int, deep: int, gen: int) -> None:
+LAUNCH_05 = "sparkkit launch (05)"
+LAUNCH_ENGINE = "same + --ctx-checkpoints 0 --backend-sampling"
+
+
+def engine_equivalent_argv(served: list[str], help_text: str, port: int) -> list[str]:
+    """05's launch without the two per-request costs llama-bench does not pay: sliding-window context
+    checkpoints (small extra batches at a prompt's end) and sampling the whole vocabulary on the CPU."""
+    argv = replace_flag(served, "--port", str(port))
+    argv = replace_flag(argv, "--ctx-checkpoints", "0", ("-ctxcp", "--swa-checkpoints"))
+    if "--backend-sampling" in help_text and "--backend-sampling" not in argv:
+        argv.append("--backend-sampling")
+    return argv
+
+
+def _engine_equivalent(run: Run, served: list[str], help_text: str, pp: int, tg: int, depths: list[int],
+                       measured: dict[str, dict[str, float]]) -> None:
+    argv = engine_equivalent_argv(served, help_text, free_port())
+    with Server(run, argv, "engine-equivalent") as s:
+        runs = measure(s.port, pp, tg, depths, 3)
+    measured[LAUNCH_ENGINE] = medians_by_test(runs)
+    run.results["engine_equivalent"] = {"argv": argv, "load_s": s.load_s, "runs": runs,
+                                        "medians": measured[LAUNCH_ENGINE]}
+    run.log(f"{LAUNCH_ENGINE}: {json.dumps(measured[LAUNCH_ENGINE])}")
+
+
+def _comparisons(run: Run, binary: str, model: str, help_text: str, pp: int, tg: int, depths: list[int]) -> None:
     R = run.results
 
     def guide():
@@ -535,37 +561,25 @@ def _comparisons(run: Run, binary: str, model: str, help_text: str, base: int, d
             run.log(f"guide's line verbatim: exit {p.returncode}: {R['compare']['guide verbatim']['tail'][-300:]}")
         with Server(run, runnable, "guide") as s:
             R["compare"]["guide"] = {"argv": runnable, "change": change, "load_s": s.load_s, "gpu_mem": s.mem,
-                                     "props": s.props(), "runs": measure(s.port, [base, deep], gen, 2)}
+                                     "props": s.props(), "runs": measure(s.port, pp, tg, depths, 2)}
 
     def defaults():
         port = free_port()
         argv = [binary, "-m", model, "--port", str(port)]
         with Server(run, argv, "defaults") as s:
             R["compare"]["defaults"] = {"argv": argv, "load_s": s.load_s, "gpu_mem": s.mem, "props": s.props(),
-                                        "runs": measure(s.port, [base, deep], gen, 2)}
-
-    def backend_sampling():
-        sk = R["compare"].get("sparkkit", {}).get("argv")
-        if not sk or "--backend-sampling" not in help_text:
-            raise RuntimeError("no sparkkit launch recorded, or this build has no --backend-sampling")
-        argv = replace_flag(sk, "--port", str(free_port())) + ["--backend-sampling"]
-        with Server(run, argv, "sparkkit-bs") as s:
-            R["compare"]["sparkkit + --backend-sampling (experimental)"] = {
-                "argv": argv, "load_s": s.load_s, "gpu_mem": s.mem, "runs": measure(s.port, [base, deep], gen, 2)}
+                                        "runs": measure(s.port, pp, tg, depths, 2)}
 
     run.phase("compare guide flags", 60, guide)
     run.phase("compare llama-server defaults", 60, defaults)
-    if True:
-        run.phase("compare sparkkit + backend sampling", 60, backend_sampling)
     rows = []
     for name, d in R["compare"].items():
         if "runs" not in d:
             continue
-        rs = d["runs"]
+        med = medians_by_test(d["runs"])
         rows.append({"launch": name, "load s": round(d.get("load_s") or 0, 1),
-                     f"prefill tok/s @{deep}": _median([r["prefill tok/s"] for r in rs if r["target prompt"] == deep]),
-                     f"prefill tok/s @{base}": _median([r["prefill tok/s"] for r in rs if r["target prompt"] == base]),
-                     f"decode tok/s @{base}": _median([r["decode tok/s"] for r in rs if r["target prompt"] == base]),
+                     **{f"{t} tok/s": None if med.get(t) is None else round(med[t], 1)
+                        for t in [f"pp{pp}@d{x}" for x in depths] + [f"tg{tg}@d{x}" for x in depths]},
                      "GPU memory": d.get("gpu_mem"), "flags": shlex.join(d["argv"][3:])[:160]})
     R["compare_table"] = rows
     run.log("launch comparison:\n" + table(rows))
@@ -590,9 +604,9 @@ def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int, rec: dict |
     run.log(f"plan vs logged at c={ctx} ub={ub}:\n" + table(rows))
 
 
-def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, base: int, deep: int) -> None:
-    argv = [bench_bin, "-m", model, "-ngl", "99", "-fa", "1", "-ub", "2048", "-p", "2048", "-n", "32",
-            "-d", f"0,{deep}", "-lm", "none", "-r", str(reps), "-o", "json"]
+def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, pp: int, tg: int, depths: list[int]) -> None:
+    argv = [bench_bin, "-m", model, "-ngl", "99", "-fa", "1", "-ub", "2048", "-p", str(pp), "-n", str(tg),
+            "-d", ",".join(map(str, depths)), "-lm", "none", "-r", str(reps), "-o", "json"]
     run.log(shlex.join(argv))
     p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, run.left() - 5))
     (run.logs / "llama-bench.err").write_text(p.stderr)
@@ -617,23 +631,24 @@ def _roofline_bytes(run: Run, model: str) -> None:
         "parts": active_bytes([(t.name, int(t.n_bytes)) for t in r.tensors], n_expert, n_used)}
 
 
-def _roofline(run: Run, model: str, deep: int) -> None:
+def _roofline(run: Run, model: str, deep: int, measured: dict[str, dict[str, float]]) -> None:
+    """Decode speed as a fraction of what the measured bandwidth allows for the bytes a token reads."""
     if "roofline_shape" not in run.results:
         _roofline_bytes(run, model)
     sh = run.results["roofline_shape"]
     n_layer, n_head_kv, head_dim, window, parts = (sh[k] for k in ("n_layer", "n_head_kv", "head_dim", "window",
                                                                    "parts"))
     bw = (run.results.get("bandwidth") or {}).get("GB/s")
-    lb = {k: {"avg": v.get("median", v["avg"])} for k, v in ((run.results.get("llama_bench") or {}).get("rows", {})).items()}
-    ver = {p["test"]: p["06 tok/s"] for p in run.results.get("bench_vs_06", [])}
+    lb = {k: v.get("median", v["avg"]) for k, v in ((run.results.get("llama_bench") or {}).get("rows", {})).items()}
+    sources = {"llama-bench (median)": lb, **{f"06 · {name}": m for name, m in measured.items()}}
     rows = []
     for depth in (0, deep):
         b = parts["total"] + kv_read_bytes(depth, n_layer // 2, n_layer // 2, window, n_head_kv, head_dim)
         ceiling = bw * 1e9 / b if bw else None
-        for src, tps in (("llama-bench tg32 (median)", lb.get(f"tg32@d{depth}", {}).get("avg")),
-                         ("06 decode", ver.get(f"tg32@d{depth}"))):
+        for src, by_test in sources.items():
+            tps = next((v for k, v in by_test.items() if k.startswith("tg") and k.endswith(f"@d{depth}")), None)
             rows.append({"depth": depth, "bytes/token GB": round(b / 1e9, 3), "bandwidth GB/s": bw,
-                         "ceiling tok/s": None if ceiling is None else round(ceiling, 1), "measured by": src,
+                         "ceiling tok/s": None if ceiling is None else round(ceiling, 1), "decode measured by": src,
                          "tok/s": None if tps is None else round(tps, 1),
                          "fraction of roofline": None if not (tps and ceiling) else round(tps / ceiling, 3)})
     run.results["roofline"] = {"bytes_per_token_parts": parts, "rows": rows}
