@@ -20,6 +20,7 @@ import pytest
 from sparkkit import host, snapshot
 from sparkkit.engines import check_engine
 from sparkkit.errors import ParameterError
+from sparkkit.model import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPS = ROOT / "tests" / "snapshots"
@@ -163,6 +164,44 @@ def test_variations_of_the_recorded_gx10(tmp_path):
     assert check(host.run(host=d)[0], "DGX OS").status == W
 
 
+def test_qwen_chosen_on_a_recorded_gb10_gets_its_own_needs(tmp_path, home):
+    qwen = "qwen3-coder-30b-a3b"                 # a Q8_0 GGUF of 30.25 GiB (model.CATALOGUE)
+    # the recorded Founders Edition: 111.9 GiB usable — qwen fits, as gpt-oss-120b does
+    fe, chosen = host.run(model=qwen, host=str(SNAPS / "dgx-spark-fe-7.3.1"))
+    assert chosen == fe.model == qwen and fe.is_gb10
+    assert check(fe, "usable memory").status == P and check(fe, "usable memory").value.endswith(
+        f"{qwen} needs ≥ 32.2 GiB")                                       # 30.25 GiB + 2 GiB
+    # the recorded GX10 with 9.7 GiB usable: too little now, though the box itself is big enough
+    mem = check(host.run(model=qwen, host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0], "usable memory")
+    assert mem.status == F and f"{qwen} needs ≥ 32.2 GiB" in mem.value and "drop_caches" in mem.fix
+    # variation, labelled: the FE record holds no df; add one line with 40 GiB free on /. Qwen's one
+    # shard (30.25 GiB + 1 GiB) fits there, gpt-oss-120b's three (59.02 GiB + 1 GiB) do not
+    d = variant(tmp_path, "dgx-spark-fe-7.3.1", commands={"df -P -k": (
+        "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+        "/dev/nvme0n1p2 982326784 940383744 41943040 96% /\n")})
+    disk = check(host.run(model=qwen, host=d)[0], "disk")
+    assert disk.status == P and disk.value == "40.0 GiB free at ~/.sparkkit/models; need 31.2 GiB"
+    assert check(host.run(model="gpt-oss-120b", host=d)[0], "disk").status == F
+    # other engines: vLLM/SGLang the BF16 safetensors; Ollama's size is not in our sources, so the GGUF's stands in
+    x86 = str(SNAPS / "x86-debian12-no-gpu")
+    assert "free at ~/.cache/huggingface; need 57.9 GiB" in check(host.run(model=qwen, engine="vllm", host=x86)[0],
+                                                                   "disk").value
+    olla = host.need_for(qwen, "ollama")
+    assert olla.weights_bytes == int(30.25 * GIB) and "Ollama's is not in our sources" in olla.says
+
+
+@pytest.mark.parametrize("model", list(CATALOGUE))
+def test_every_catalogue_model_is_a_choice_in_01(model, home):
+    """No list in host.py: what the catalogue holds, 01 checks, with the catalogue's sizes."""
+    report, chosen = host.run(model=model, host=str(SNAPS / "dgx-spark-fe-7.3.1"))
+    assert chosen == report.model == model
+    need = CATALOGUE[model].arch.weights_bytes + 2 * GIB
+    assert check(report, "usable memory").value.endswith(f"{model} needs ≥ {need / GIB:.1f} GiB")
+    assert host.need_for(model, "llamacpp").files == CATALOGUE[model].hf_files
+    for engine in ("sglang", "vllm", "ollama"):
+        assert host.need_for(model, engine).weights_bytes > 0
+
+
 # ----------------------------------------------------------------------------- capture and redaction
 FAKE = {"serial": "FAKESN-0123456789", "hp_serial": "FAKESN-HP-555", "ec": "FAKE-EC-SERIAL-77",
         "smi": "FAKE-1652922001234", "token": "hf_FakeTokenValue0123456789abcdefXYZ", "dmi": "FAKE-DMI-SERIAL-9"}
@@ -262,9 +301,15 @@ def test_a_host_that_is_not_a_snapshot_names_the_parameter(tmp_path, make, why):
 def test_unknown_engine_and_model_name_the_parameter(tmp_path):
     with pytest.raises(ParameterError, match="parameter `engine`.*accepted: llamacpp, ollama, sglang, vllm"):
         host.run(engine="tgi")
-    with pytest.raises(ParameterError, match="parameter `model`.*gpt-oss-120b"):
+    with pytest.raises(ParameterError, match="parameter `model`.*gpt-oss-120b") as e:
         host.run(model="llama-70b")
-    with pytest.raises(ParameterError, match="parameter `model`.*served by llamacpp only"):
+    assert e.value.parameter == "model" and e.value.value == "llama-70b"
+    assert e.value.accepted == ", ".join(["auto", "embedded", *CATALOGUE])   # every catalogue model, qwen too
+    assert "qwen3-coder-30b-a3b" in str(e.value)
+    with pytest.raises(ParameterError, match="parameter `model`"):             # also against a snapshot
+        host.run(model="qwen3-coder-30b", host=str(SNAPS / "dgx-spark-fe-7.3.1"))
+    with pytest.raises(ParameterError, match="parameter `model`.*qwen3-coder-30b-a3b with engine sglang "
+                                             r"\(the embedded model is served by llamacpp only"):
         host.run(model="embedded", engine="sglang")
     with pytest.raises(ParameterError, match="parameter `engine`"):     # 04 on still drive llama.cpp only
         check_engine("sglang")
@@ -330,6 +375,31 @@ def test_live_host_runs_in_seconds_and_never_prints_the_token(monkeypatch, home)
     state = json.loads((home / "state.json").read_text())
     assert "hf_supersecretvalue" not in json.dumps(state)
     assert state["host"]["source"] == "this machine" and state["choice"]["engine"] == "llamacpp"
+
+
+def test_qwen_chosen_in_01_is_what_02_plans_and_03_places(monkeypatch, home):
+    import huggingface_hub
+
+    from sparkkit import download, plan, records
+    qwen = "qwen3-coder-30b-a3b"
+    _, chosen = host.run(model=qwen)                                    # this machine: the choice is recorded
+    assert chosen == qwen and records.load_state()["choice"]["model"] == qwen
+    view = plan.run(context=8192)                                       # 02 plans 01's choice and adopts it
+    assert view.setting.model == qwen and view.setting.adoptable and view.plan.arch.arch == "qwen3moe"
+    asked = []
+
+    def fake_download(repo, name, local_dir, **kw):                     # 03's real code, no network
+        asked.append((repo, name))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        (Path(local_dir) / name).write_bytes(b"GGUF")
+        return str(Path(local_dir) / name)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    placed = download.run()
+    assert asked == [(CATALOGUE[qwen].hf_repo, CATALOGUE[qwen].hf_files[0])]
+    state = records.load_state()
+    assert state["model"]["model"] == state["model"]["alias"] == qwen == placed.model
+    assert state["plan"]["for_model"] == qwen                           # 05 serves with this plan, not a re-plan
 
 
 def test_01_runs_against_a_snapshot_from_the_command_line(tmp_path, home):

@@ -27,7 +27,6 @@ from typing import Any
 from .box import GPU_QUERY, Facts, gather, gpu_info, meminfo  # noqa: F401  (meminfo: part of this API)
 
 GIB = 1024**3
-GB = 10**9
 STATUSES = ("pass", "warn", "fail", "skip")
 ENGINES = ("llamacpp", "ollama", "sglang", "vllm")   # 01 checks all four; 04 on drive llamacpp only
 # Desktop, page cache and the engine's own buffers need room besides the model (spark.md §2).
@@ -36,12 +35,9 @@ DRIVER_BRANCH = "580"            # spark.md §1: NVIDIA supports only the 580 br
 SWAP_MIN = 8 * GIB
 # LMSYS: enable/enlarge swap before SGLang loads gpt-oss-120b; sglang#37931: 64 GB cured the load OOM.
 SWAP_SGLANG_120B = 64 * GIB
-# What each engine keeps on disk (spark.md §7): SGLang/vLLM the root safetensors of openai/gpt-oss-*
-# (15 shards ≈65 GB; 20b ≈13.8 GB), Ollama its own store (ollama.com/library/gpt-oss: 65 GB, 14 GB).
-# llama.cpp: the GGUF size from sparkkit.model's catalogue.
-ENGINE_WEIGHTS = {"sglang": {"gpt-oss-120b": 65 * GB, "gpt-oss-20b": int(13.8 * GB)},
-                  "vllm": {"gpt-oss-120b": 65 * GB, "gpt-oss-20b": int(13.8 * GB)},
-                  "ollama": {"gpt-oss-120b": 65 * GB, "gpt-oss-20b": 14 * GB}}
+# What each engine keeps on disk, and where: llama.cpp the catalogue's GGUF shards, SGLang/vLLM the root
+# safetensors, Ollama its own store — sizes from sparkkit.model (CATALOGUE, ENGINE_WEIGHTS), so every
+# catalogue model is one 01 can check.
 WEIGHTS_HOME = {"sglang": "~/.cache/huggingface", "vllm": "~/.cache/huggingface",
                 "ollama": "/usr/share/ollama/.ollama/models"}
 ENGINE_NAMES = {"llamacpp": "llama.cpp", "ollama": "Ollama", "sglang": "SGLang", "vllm": "vLLM"}
@@ -138,6 +134,12 @@ class Need:
     weights_bytes: int
     weights_dir: str
     files: tuple[str, ...] = ()   # llama.cpp's shards: what is already there is not needed twice
+    size_from: str = ""           # said when weights_bytes is a stand-in (the engine's own size is not known)
+
+    @property
+    def says(self) -> str:
+        return f"{self.model} needs ≥ {_gib(self.weights_bytes + 2 * GIB)}" + \
+            (f" ({self.size_from})" if self.size_from else "")
 
 
 def _missing(src: HostSource, key: str, live: str) -> str:
@@ -265,20 +267,26 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
     vram = re.fullmatch(r"(\d+)MiB\s*/\s*(\d+)MiB", f.gpu.memory or "")
     if vram and not f.is_gb10 and n.model != "embedded":     # a discrete GPU: the weights live in its memory
         free, need = (int(vram.group(2)) - int(vram.group(1))) * 2**20, n.weights_bytes + 2 * GIB
-        value = f"{_gib(free)} free of {f.gpu.names[0]}'s {_gib(int(vram.group(2)) * 2**20)}; {n.model} needs ≥ {_gib(need)}"
-        return (c("pass", value) if free >= need else c("fail", value, "use -p model gpt-oss-20b, or a GB10")), free
+        value = f"{_gib(free)} free of {f.gpu.names[0]}'s {_gib(int(vram.group(2)) * 2**20)}; {n.says}"
+        return (c("pass", value) if free >= need else c("fail", value, _smaller(n, free))), free
     if "MemAvailable" not in mem:
         return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo unreadable or without MemAvailable")), 0
     usable, need = mem["MemAvailable"] + mem.get("SwapFree", 0) - HEADROOM_BYTES, n.weights_bytes + 2 * GIB
     value = (f"{_gib(usable)} (MemAvailable {_gib(mem['MemAvailable'])} + SwapFree "
              + (_gib(mem["SwapFree"]) if "SwapFree" in mem else "not recorded")
-             + f" − {HEADROOM_BYTES // GIB} headroom; MemTotal {_gib(mem.get('MemTotal', 0))}); "
-             f"{n.model} needs ≥ {_gib(need)}")
+             + f" − {HEADROOM_BYTES // GIB} headroom; MemTotal {_gib(mem.get('MemTotal', 0))}); {n.says}")
     if usable >= need:
         return c("pass", value), usable
-    too_small = mem.get("MemTotal", 0) + mem.get("SwapTotal", 0) - HEADROOM_BYTES < need
-    return c("fail", value, "this box is too small for it: use -p model gpt-oss-20b, or a GB10" if too_small else
+    room = mem.get("MemTotal", 0) + mem.get("SwapTotal", 0) - HEADROOM_BYTES
+    return c("fail", value, "this box is too small for it: " + _smaller(n, room) if room < need else
              f"stop what holds memory (other model servers: docker ps, ollama ps), then {DROP_CACHES}"), usable
+
+
+def _smaller(n: Need, room: int) -> str:
+    """The fix when `n.model` cannot fit in `room` bytes: the catalogue models that would, else a GB10."""
+    from .model import CATALOGUE
+    fits = [m for m in CATALOGUE if m != n.model and weights_for(m, n.engine)[0] + 2 * GIB <= room]
+    return f"use -p model {' or '.join(fits)}, or a GB10" if fits else "use a GB10 (128 GB of unified memory)"
 
 
 def _page_cache(f: Facts, n: Need) -> Check:
@@ -339,7 +347,7 @@ def _disk(f: Facts, n: Need) -> Check:
 
 
 def _hf_token(f: Facts, n: Need) -> Check:
-    c = _check("HF token", "public gpt-oss repos download without one, but rate limits are stricter")
+    c = _check("HF token", "the public model repos download without one, but rate limits are stricter")
     if n.engine == "ollama" or n.model == "embedded":
         return c("pass", "not needed: " + ("Ollama pulls from its own registry" if n.engine == "ollama" else
                                            "the embedded model is generated here"))
@@ -395,15 +403,28 @@ class HostReport:
                 "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
 
 
+def weights_for(model: str, engine: str) -> tuple[int, str]:
+    """The bytes `engine` keeps of `model` (the embedded model or a catalogue one), and — when the
+    engine's own size is not in sparkkit.model's sources — what stands in for it (the GGUF's size)."""
+    from .model import CATALOGUE, ENGINE_WEIGHTS, architecture
+    if engine == "llamacpp" or model == "embedded":
+        return architecture(model).weights_bytes, ""
+    size = ENGINE_WEIGHTS.get(model, {}).get(engine)
+    if size:
+        return int(size), ""
+    return CATALOGUE[model].arch.weights_bytes, f"the GGUF's size: {ENGINE_NAMES[engine]}'s is not in our sources"
+
+
 def need_for(model: str, engine: str, model_dir: str = "", source: HostSource | None = None) -> Need:
     """What serving `model` with `engine` takes on disk and in memory, and where its weights go."""
     from . import records
-    from .model import CATALOGUE, architecture
+    from .model import CATALOGUE
+    size, size_from = weights_for(model, engine)
     if engine == "llamacpp" or model == "embedded":
         default = "~/.sparkkit/models" if source is not None and source.is_snapshot else str(records.home() / "models")
         files = CATALOGUE[model].hf_files if model in CATALOGUE else ()
-        return Need(model, engine, architecture(model).weights_bytes, model_dir or default, files=files)
-    return Need(model, engine, ENGINE_WEIGHTS[engine][model], model_dir or WEIGHTS_HOME[engine])
+        return Need(model, engine, size, model_dir or default, files=files)
+    return Need(model, engine, size, model_dir or WEIGHTS_HOME[engine], size_from=size_from)
 
 
 def preflight(model: str, engine: str = "llamacpp", model_dir: str = "",
@@ -429,7 +450,7 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
     report still goes into 01's record, which names the snapshot as its source."""
     from . import records
     from .errors import ParameterError, check_choice
-    from .model import MODEL_CHOICES, resolve
+    from .model import MODEL_CHOICES, SERVABLE, resolve
 
     check_choice("engine", engine, ENGINES)
     check_choice("model", model, MODEL_CHOICES)
@@ -442,7 +463,7 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
     chosen = resolve(model, "gb10" if facts.is_gb10 else "embedded")
     if chosen == "embedded" and engine != "llamacpp":
         if model == "embedded":
-            raise ParameterError("model", model, f"gpt-oss-120b or gpt-oss-20b with engine {engine} "
+            raise ParameterError("model", model, f"{', '.join(SERVABLE)} with engine {engine} "
                                  "(the embedded model is served by llamacpp only)")
         chosen = "gpt-oss-120b"
     report = preflight(chosen, engine, model_dir, src, facts)

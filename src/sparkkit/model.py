@@ -60,7 +60,8 @@ class CatalogueEntry:
     hf_repo: str | None            # where 03 downloads the GGUF from
     hf_files: tuple[str, ...]      # shards; the first is what -m points at
     sources: dict[str, str]        # Architecture field -> where its number comes from
-    servable: bool = True          # False: planned only (01/03/05 serve the gpt-oss models)
+    servable: bool = True          # False: planned only — 02 plans it, 01 does not offer it (nothing for 03
+                                   # to place or 05 to serve); every entry below is servable
 
 
 _OSS_CONFIG = "openai/gpt-oss-{}/config.json (HF; quoted in research/spark.md §7 and peers.md §4)"
@@ -137,8 +138,18 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             params_total=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.53 B"),
             params_active="Qwen model card: 30.5B in total and 3.3B activated",
             active_bytes_per_token="computed from the config shapes (qwen3_coder_active_bytes: Q8_0 attention, "
-                                   "8 of 128 experts and head, F32 router); not measured"),
-        servable=False),
+                                   "8 of 128 experts and head, F32 router); not measured")),
+}
+
+# What each engine loads for a catalogue model (spark.md §7): SGLang/vLLM the root safetensors of
+# the HF repo, Ollama its own blob (ollama.com/library/gpt-oss). None, or a model missing here: not
+# in our sources (01 and 02 then fall back to the catalogue's GGUF size and say so). llama.cpp: the
+# catalogue's GGUF size.
+ENGINE_WEIGHTS: dict[str, dict[str, float | None]] = {
+    "gpt-oss-120b": {"vllm": 65e9, "sglang": 65e9, "ollama": 65e9},
+    "gpt-oss-20b": {"vllm": 13.8e9, "sglang": 13.8e9, "ollama": 14e9},
+    # model.safetensors.index.json total_size of Qwen/Qwen3-Coder-30B-A3B-Instruct (BF16)
+    "qwen3-coder-30b-a3b": {"vllm": 61064245248, "sglang": 61064245248, "ollama": None},
 }
 
 SERVABLE = tuple(k for k, e in CATALOGUE.items() if e.servable)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import llamacpp_memory as lcm
 from .errors import ParameterError, check_choice, check_int
-from .model import CATALOGUE, GIB, Architecture
+from .model import CATALOGUE, ENGINE_WEIGHTS, GIB, Architecture
 
 MIB = 1024**2
 ENGINES = ("llamacpp", "ollama", "sglang", "vllm")
@@ -63,14 +63,7 @@ MEM_FRACTION = {"vllm": 0.90, "sglang": 0.75}
 # at 4096 × parallel + batch tokens; its compute graph ≈ 4 × parallel + context/1024 + 110 MiB.
 OLLAMA_BATCH = 512
 OLLAMA_SWA_TOKENS = 4096
-# What each engine loads for a catalogue model (spark.md §7): SGLang/vLLM the root safetensors of
-# the HF repo, Ollama its own blob (ollama.com/library/gpt-oss). None: not in our sources.
-ENGINE_WEIGHTS = {
-    "gpt-oss-120b": {"vllm": 65e9, "sglang": 65e9, "ollama": 65e9},
-    "gpt-oss-20b": {"vllm": 13.8e9, "sglang": 13.8e9, "ollama": 14e9},
-    # model.safetensors.index.json total_size of Qwen/Qwen3-Coder-30B-A3B-Instruct (BF16)
-    "qwen3-coder-30b-a3b": {"vllm": 61064245248, "sglang": 61064245248, "ollama": None},
-}
+# What each engine loads for a catalogue model: sparkkit.model.ENGINE_WEIGHTS (01 reads it too).
 
 ROOFLINE_EFFICIENCY = 0.77  # llama.cpp decode reaches 75–79 % of the Spark's bandwidth (gpu-standin.md §6)
 GB10_BANDWIDTH = 273e9      # bytes/s, LPDDR5x (NVIDIA spec)
