@@ -60,8 +60,8 @@ def test_bench_uses_client_clock_when_the_engine_has_no_timings():
 
 
 def llama_server_like(seen):
-    """A stand-in that answers like llama-server: /tokenize (one token per word) and streamed chat
-    with `timings`, where cache_n is the prompt's common word prefix with the previous request."""
+    """A stand-in that answers like llama-server: /tokenize (one token per word) and chat, streamed or
+    not, with `timings`, where cache_n is the prompt's common word prefix with the previous request."""
     last = []
 
     def handler(req):
@@ -72,8 +72,11 @@ def llama_server_like(seen):
         seen.append(body)
         common = next((i for i, (a, b) in enumerate(zip(words, last)) if a != b), min(len(words), len(last)))
         last[:] = words
+        greedy = body.get("top_k") == 1
         timings = {"cache_n": common, "prompt_n": len(words) - common, "prompt_per_second": 1000.0,
-                   "predicted_n": body["max_tokens"], "predicted_per_second": 50.0}
+                   "predicted_n": body["max_tokens"], "predicted_per_second": 50.0 if greedy else 40.0}
+        if not body["stream"]:
+            return httpx.Response(200, json={"choices": [{"message": {"content": "x"}}], "timings": timings})
         events = [{"choices": [{"delta": {"content": "x"}}]}, {"choices": [], "timings": timings}]
         text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
@@ -84,21 +87,48 @@ def test_bench_reaches_depth_by_extending_one_cached_conversation():
     seen = []
     runs = bench.measure(mock_client(llama_server_like(seen)), "m", pp_tokens=300, tg_tokens=16, depths=[0, 1000],
                          repeats=2, progress=False)
-    assert list(runs["test"][:5]) == ["tg16 @ d0", "pp300 @ d0", "context d1000", "tg16 @ d1000", "pp300 @ d1000"]
+    assert list(runs["test"][:7]) == ["tg16 @ d0", "tg16 @ d0 as an agent", "pp300 @ d0", "context d1000",
+                                      "tg16 @ d1000", "tg16 @ d1000 as an agent", "pp300 @ d1000"]
     prompts = [b["messages"][0]["content"] for b in seen]
-    context, tg, pp = prompts[2:5]
-    assert tg.startswith(context) and pp.startswith(context)      # both extend the cached context
+    context, tg, agent, pp = prompts[3:7]
+    assert all(p.startswith(context) for p in (tg, agent, pp))   # every test extends the cached context
     at_depth = runs[(runs["depth"] == 1000) & (runs["kind"] != "context")]
     assert (at_depth["cached"] >= 1000).all()                     # … so the engine took it from its cache
     pp_rows = runs[runs["kind"] == "pp"]
     assert pp_rows["new prompt tokens"].between(290, 310).all()  # only the new tokens are timed
     assert (runs.loc[runs["kind"] == "tg", "generated"] == 16).all()
-    assert runs["context d1000" == runs["test"]]["new prompt tokens"].between(990, 1010).all()
+    assert runs[runs["test"] == "context d1000"]["new prompt tokens"].between(990, 1010).all()
     assert len(set(p.split()[0] for p in prompts)) == 4           # a fresh nonce per depth and repeat
+    # the engine's decode: greedy top-1, unstreamed; the agent's: streamed, the server's own sampling
+    engine = [b for b in seen if b["max_tokens"] == 16 and not b["stream"]]
+    agent_bodies = [b for b in seen if b["stream"]]
+    assert len(engine) == len(agent_bodies) == 4 and all(b["top_k"] == 1 for b in engine)
+    assert not any("top_k" in b or "temperature" in b for b in agent_bodies)
     s = bench.summary(runs)
-    assert list(s["test"]) == ["pp300 @ d0", "pp300 @ d1000", "tg16 @ d0", "tg16 @ d1000", "context d1000"]
+    assert list(s["test"]) == ["pp300 @ d0", "pp300 @ d1000", "tg16 @ d0", "tg16 @ d1000", "tg16 @ d0 as an agent",
+                               "tg16 @ d1000 as an agent", "context d1000"]
     h = bench.headline(runs)
-    assert (h["decode_tps"], h["prefill_tps"], h["depth"]) == (50.0, 1000.0, 0) and h["ttft_s"] > 0
+    assert (h["decode_tps"], h["agent_decode_tps"], h["prefill_tps"], h["depth"]) == (50.0, 40.0, 1000.0, 0)
+    assert h["ttft_s"] > 0
+
+
+def test_bench_streams_every_request_when_the_engine_reports_no_timings():
+    seen = []
+    usage = {"prompt_tokens": 100, "completion_tokens": 8}
+
+    def handler(req):
+        body = json.loads(req.content)
+        if req.url.path == "/tokenize":
+            return httpx.Response(404)
+        seen.append(body)
+        if not body["stream"]:
+            return httpx.Response(200, json={"choices": [{"message": {"content": "x"}}], "usage": usage})
+        events = [{"choices": [{"delta": {"content": "x"}}]}] * 8 + [{"choices": [], "usage": usage}]
+        text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+    runs = bench.measure(mock_client(handler), "m", pp_tokens=64, tg_tokens=8, depths=[0], repeats=1, progress=False)
+    assert [b["stream"] for b in seen] == [False, True, True, True]   # the first answer showed no timings: again
+    assert set(runs["source"]) == {"client clock"} and runs.loc[runs["kind"] == "tg", "tok/s"].notna().all()
 
 
 @pytest.mark.parametrize("kwargs, parameter", [

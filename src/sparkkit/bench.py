@@ -12,10 +12,13 @@ predicted_per_second) so HTTP and client overheads don't blur them; time to firs
 measured here, on streamed requests, because that is what a user waits for. Engines without
 `timings` fall back to client-side figures, flagged in the `source` column.
 
-What this cannot remove is work the server itself does per request and per token that llama-bench
-skips: llama.cpp's context checkpoints for sliding-window models (extra small batches before a
-prompt's end) and sampling over the whole vocabulary on the CPU. Those are real costs an agent
-pays; the H100 stand-in run (records/gpu-standin/NOTES.md) measures them against llama-bench.
+Decode is measured twice. `tgM` asks for greedy top-1 sampling and no streaming, so it times the
+engine the way llama-bench does; `tgM … as an agent` streams with the server's default sampler chain,
+as Claude Code's requests do (they set no sampling parameters), so the difference is what sampling a
+~200k-token vocabulary and streaming cost per token. Prefill cannot be split that way: llama.cpp
+saves sliding-window checkpoints near the end of every prompt (extra small batches), which is what
+lets an agent's next turn reuse the cache; the H100 stand-in run (records/gpu-standin/NOTES.md)
+measures that against llama-bench with the checkpoints turned off.
 """
 from __future__ import annotations
 
@@ -55,15 +58,30 @@ def filler(tokens: int, per_word: float, start: int = 0) -> str:
     return _words(max(1, round(tokens / per_word)), start)
 
 
-def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int, cache_prompt: bool = True) -> dict[str, Any]:
-    """One streamed chat request; the engine's timings where it reports them, else the client's clock."""
-    body = {"model": model, "max_tokens": gen_tokens, "stream": True, "ignore_eos": True,
-            "cache_prompt": cache_prompt, "temperature": 0, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": prompt}]}
+# Greedy, and only the top token kept before it: the cheapest sampling the OpenAI-style API can ask
+# for, so the decode figure is the engine's (llama-bench samples nothing).
+ENGINE_SAMPLING = {"temperature": 0, "top_k": 1}
+
+
+def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int, stream: bool = True,
+            sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One chat request; the engine's timings where it reports them, else the client's clock (which
+    needs `stream` to tell prefill from decode)."""
+    body = {"model": model, "max_tokens": gen_tokens, "stream": stream, "ignore_eos": True, "cache_prompt": True,
+            "messages": [{"role": "user", "content": prompt}], **(sampling or {})}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     t0 = time.perf_counter()
     ttft = None
     timings: dict[str, Any] = {}
     usage: dict[str, Any] = {}
+    if not stream:
+        r = c.post("/v1/chat/completions", json=body)
+        if r.status_code != 200:
+            raise httpx.HTTPStatusError(f"HTTP {r.status_code}: {r.text[:200]!r}", request=r.request, response=r)
+        data = r.json()
+        timings, usage = data.get("timings") or {}, data.get("usage") or {}
+        return _row(timings, usage, None, time.perf_counter() - t0)
     with c.stream("POST", "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise httpx.HTTPStatusError(f"HTTP {r.status_code}: {r.read()[:200]!r}", request=r.request, response=r)
@@ -77,8 +95,11 @@ def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int, cache_pro
                     ttft = time.perf_counter() - t0
             timings = ev.get("timings") or timings
             usage = ev.get("usage") or usage
-    total = time.perf_counter() - t0
-    ttft = ttft or total      # a 1-token reply may be a special token that streams no text
+    return _row(timings, usage, ttft, time.perf_counter() - t0)
+
+
+def _row(timings: dict[str, Any], usage: dict[str, Any], ttft: float | None, total: float) -> dict[str, Any]:
+    ttft = ttft or total      # unstreamed, or a 1-token reply that streams no text: the whole wait
     if timings.get("prompt_per_second") is not None:
         return {"prompt tokens": timings.get("prompt_n"), "cached": timings.get("cache_n"),
                 "generated": timings.get("predicted_n"), "prefill tok/s": timings.get("prompt_per_second"),
@@ -89,6 +110,10 @@ def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int, cache_pro
             "prefill tok/s": (usage.get("prompt_tokens") or 0) / ttft if ttft else None,
             "decode tok/s": (gen - 1) / (total - ttft) if gen > 1 and total > ttft else None,
             "TTFT (s)": ttft, "total (s)": total, "source": "client clock"}
+
+
+def has_timings(row: dict[str, Any]) -> bool:
+    return row["source"] == "engine timings"
 
 
 def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int = 32,
@@ -104,10 +129,19 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
         check_int("depths", d, 0, 1 << 22)
     per_word = tokens_per_word(c)
     rows: list[dict[str, Any]] = []
-    total = repeats * sum(3 if d else 2 for d in depths)
+    total = repeats * sum(4 if d else 3 for d in depths)
+    timed: list[bool] = []      # does the engine report timings? (unstreamed decode needs them)
+
+    def request(prompt: str, gen: int, stream: bool = False, sampling: dict[str, Any] | None = None):
+        res = one_run(c, model, prompt, gen, stream=stream or (timed == [False]), sampling=sampling)
+        if not timed:
+            timed.append(has_timings(res))
+            if not timed[0] and not stream:   # unstreamed and untimed: no way to split prefill from decode
+                res = one_run(c, model, prompt, gen, stream=True, sampling=sampling)
+        return res
 
     def add(test: str, kind: str, depth: int, rep: int, res: dict[str, Any]) -> None:
-        rate = res["decode tok/s"] if kind == "tg" else res["prefill tok/s"]
+        rate = res["decode tok/s"] if kind.startswith("tg") else res["prefill tok/s"]
         rows.append({"test": test, "kind": kind, "depth": depth, "repeat": rep, "tok/s": rate,
                      "new prompt tokens": res["prompt tokens"], "cached": res["cached"],
                      "generated": res["generated"], "TTFT (s)": res["TTFT (s)"], "total (s)": res["total (s)"],
@@ -123,18 +157,21 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
             context = uuid.uuid4().hex
             if depth:
                 context += " " + filler(depth, per_word)
-                add(f"context d{depth}", "context", depth, rep, one_run(c, model, context, 1))
+                add(f"context d{depth}", "context", depth, rep, request(context, 1))
             # tg before pp: the pp request then rolls back only tg's few tokens, which every
             # cache (sliding-window ones too) can do without re-processing the context.
-            add(f"tg{tg_tokens} @ d{depth}", "tg", depth, rep, one_run(c, model, context + " go", tg_tokens))
+            add(f"tg{tg_tokens} @ d{depth}", "tg", depth, rep,
+                request(context + " go", tg_tokens, sampling=ENGINE_SAMPLING))
+            add(f"tg{tg_tokens} @ d{depth} as an agent", "tg agent", depth, rep,
+                request(context + " go on", tg_tokens, stream=True))
             add(f"pp{pp_tokens} @ d{depth}", "pp", depth, rep,
-                one_run(c, model, context + " " + filler(pp_tokens, per_word, start=50), 1))
+                request(context + " " + filler(pp_tokens, per_word, start=50), 1))
     return pd.DataFrame(rows)
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Median per test, in llama-bench's terms: what people compare."""
-    order = {"pp": 0, "tg": 1, "context": 2}
+    order = {"pp": 0, "tg": 1, "tg agent": 2, "context": 3}
     g = runs.groupby(["kind", "depth", "test"], sort=False)
     s = pd.DataFrame({"tok/s": g["tok/s"].median().round(1), "± sd": g["tok/s"].std().round(1),
                       "new prompt tokens": g["new prompt tokens"].median(), "cached": g["cached"].median(),
@@ -146,19 +183,23 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 def figure(runs: pd.DataFrame) -> matplotlib.figure.Figure:
     """Prefill and decode speed against depth, and a cold prompt's time to first token."""
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    panels = (("pp", "tok/s", "prefill tok/s"), ("tg", "tok/s", "decode tok/s"),
-              ("context", "TTFT (s)", "TTFT of a cold prompt (s)"))
-    for ax, (kind, col, title) in zip(axes, panels):
-        r = runs[runs["kind"] == kind]
+    panels = ((("pp", "prefill"),), (("tg", "engine (greedy)"), ("tg agent", "as an agent (streamed)")),
+              (("context", "cold prompt"),))
+    titles = ("prefill tok/s", "decode tok/s", "TTFT of a cold prompt (s)")
+    for ax, kinds, title in zip(axes, panels, titles):
         ax.set_title(title)
         ax.set_xlabel("depth (tokens)")
+        col = "TTFT (s)" if kinds[0][0] == "context" else "tok/s"
+        r = runs[runs["kind"].isin([k for k, _ in kinds])]
         if r.empty:
             ax.text(0.5, 0.5, "depth 0 only", ha="center", va="center", transform=ax.transAxes)
             continue
-        med = r.groupby("depth")[col].median()
-        ax.plot(r["depth"], r[col], "o", alpha=0.4, label="runs")
-        ax.plot(med.index, med.values, "-", label="median")
-    axes[0].legend(fontsize=7)
+        for kind, label in kinds:
+            rk = runs[runs["kind"] == kind]
+            med = rk.groupby("depth")[col].median()
+            line, = ax.plot(med.index, med.values, "-", label=label)
+            ax.plot(rk["depth"], rk[col], "o", alpha=0.4, color=line.get_color())
+        ax.legend(fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -172,8 +213,8 @@ def headline(runs: pd.DataFrame) -> dict[str, float]:
     def med(kind: str, col: str) -> float:
         xs = at.loc[at["kind"] == kind, col].dropna()
         return float(statistics.median(xs)) if len(xs) else float("nan")
-    return {"decode_tps": med("tg", "tok/s"), "prefill_tps": med("pp", "tok/s"), "ttft_s": med("tg", "TTFT (s)"),
-            "depth": int(d0)}
+    return {"decode_tps": med("tg", "tok/s"), "agent_decode_tps": med("tg agent", "tok/s"),
+            "prefill_tps": med("pp", "tok/s"), "ttft_s": med("tg agent", "TTFT (s)"), "depth": int(d0)}
 
 
 def run(base_url: str = "", api_key: str = "", pp_tokens: int = 2048, tg_tokens: int = 32,

@@ -163,8 +163,9 @@ def record(probes: list[Probe], runs: pd.DataFrame) -> tuple[str, str, dict[str,
     from .bench import headline, summary
     h = headline(runs)
     failed = [p.name for p in probes if not p.ok]
-    text = (f"decode {h['decode_tps']:.1f} tok/s, prefill {h['prefill_tps']:.1f} tok/s, TTFT {h['ttft_s']:.3f} s "
-            f"(medians); probes {len(probes) - len(failed)}/{len(probes)} ok")
+    text = (f"decode {h['decode_tps']:.1f} tok/s ({h['agent_decode_tps']:.1f} as an agent), prefill "
+            f"{h['prefill_tps']:.1f} tok/s, TTFT {h['ttft_s']:.3f} s (medians at depth {h['depth']}); "
+            f"probes {len(probes) - len(failed)}/{len(probes)} ok")
     if failed:
         text += f"; failed: {', '.join(failed)}"
     return ("fail" if failed else "pass", text,
