@@ -88,13 +88,30 @@ def test_06_is_compared_with_llama_bench_test_by_test_for_each_launch():
     assert "| test |" in standin.table(list(rows.values()))
 
 
-def test_the_engine_equivalent_launch_drops_checkpoints_and_samples_on_the_backend():
+def test_the_engine_equivalent_launch_only_drops_context_checkpoints():
     served = ["srv", "-m", "m", "--port", "8080", "-ub", "2048", "--jinja"]
-    argv = standin.engine_equivalent_argv(served, fakes.HELP, 9001)
-    assert argv == ["srv", "-m", "m", "--port", "9001", "-ub", "2048", "--jinja", "--ctx-checkpoints", "0",
-                    "--backend-sampling"]
-    older = standin.engine_equivalent_argv(served, "--ctx-checkpoints N\n", 9001)   # a build without it
-    assert "--backend-sampling" not in older and served[4] == "8080"               # the 05 argv is untouched
+    argv = standin.engine_equivalent_argv(served, 9001)
+    assert argv == ["srv", "-m", "m", "--port", "9001", "-ub", "2048", "--jinja", "--ctx-checkpoints", "0"]
+    assert served[4] == "8080"                                                     # the 05 argv is untouched
+    again = standin.engine_equivalent_argv(["srv", "-ctxcp", "8", "--port", "1"], 2)
+    assert again == ["srv", "--ctx-checkpoints", "0", "--port", "2"]
+
+
+def test_agent_rows_compare_under_the_tests_name():
+    runs = [{"test": "tg32 @ d0 as an agent", "kind": "tg agent", "tok/s": 150.0},
+            {"test": "tg32 @ d0", "kind": "tg", "tok/s": 200.0}]
+    assert standin.medians_by_test(runs) == {"tg32@d0": 200.0}
+    assert standin.medians_by_test(runs, ("tg agent",)) == {"tg32@d0": 150.0}
+
+
+def test_a_hung_runbook_leaves_its_stacks(tmp_path):
+    run = standin.Run(tmp_path / "res", 60)
+    code = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
+    with pytest.raises(standin.subprocess.TimeoutExpired):
+        run._run_or_dump([sys.executable, "-c", code], 3, "sleeper")
+    dumps = list((tmp_path / "res" / "logs").glob("hang-sleeper-*.txt"))
+    assert dumps and '"<string>", line 3' in dumps[0].read_text()            # where it sat: the sleep
+    assert "stacks of hang-sleeper-" in (tmp_path / "res" / "summary.txt").read_text()
 
 
 def test_bytes_per_token_count_one_embedding_row_and_the_used_experts():

@@ -159,12 +159,13 @@ def test_key(name: str) -> str:
     return name.replace(" ", "")
 
 
-def medians_by_test(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """06's bench rows → median tok/s per test (llama-bench's names)."""
+def medians_by_test(runs: list[dict[str, Any]], kinds: tuple[str, ...] = ("pp", "tg")) -> dict[str, float]:
+    """06's bench rows of these kinds → median tok/s per test, under llama-bench's names
+    ('tg32 @ d0 as an agent' counts as tg32@d0 when kinds is ("tg agent",))."""
     by: dict[str, list[float]] = {}
     for r in runs:
-        if r.get("kind") in ("pp", "tg") and r.get("tok/s") is not None:
-            by.setdefault(test_key(r["test"]), []).append(r["tok/s"])
+        if r.get("kind") in kinds and r.get("tok/s") is not None:
+            by.setdefault(test_key(r["test"].replace(" as an agent", "")), []).append(r["tok/s"])
     return {k: statistics.median(v) for k, v in by.items()}
 
 
@@ -270,7 +271,7 @@ class Run:
 
     # -- runbooks --
     # A hung runbook must not eat the call (an H100 run lost 460 s to one 02): per-runbook limits.
-    LIMITS = {"01-preflight": 90, "02-plan": 120, "03-place-model": 300, "04-engine": 580, "05-serve": 240,
+    LIMITS = {"01-preflight": 90, "02-plan": 60, "03-place-model": 300, "04-engine": 580, "05-serve": 240,
               "06-verify": 300}
 
     def papermill(self, notebook: str, params: dict[str, Any], tag: str = "", timeout: float = 0) -> dict:
@@ -280,12 +281,13 @@ class Run:
         argv = [sys.executable, "-m", "papermill", str(RUNBOOKS / f"{notebook}.ipynb"), str(out), "-k", "python3",
                 "--cwd", str(RUNBOOKS), "--no-progress-bar", "-y", json.dumps(params)]
         self.log(f"papermill {notebook} {json.dumps(params)}")
-        t = time.monotonic()
+        t, t_wall = time.monotonic(), time.time()
         limit = timeout or self.LIMITS.get(notebook, 300)
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, min(limit, self.left())))
+        p = self._run_or_dump(argv, max(10, min(limit, self.left())), f"{notebook}{('-' + tag) if tag else ''}")
         rec_path = self.runs / f"{notebook}.json"
-        rec = json.loads(rec_path.read_text()) if rec_path.exists() else {}
-        if tag and rec_path.exists():   # keep each tagged run's record under its own name too
+        fresh = rec_path.exists() and rec_path.stat().st_mtime >= t_wall   # not an earlier run's record
+        rec = json.loads(rec_path.read_text()) if fresh else {}
+        if tag and fresh:   # keep each tagged run's record under its own name too
             (self.runs / f"{notebook}-{tag}.json").write_text(rec_path.read_text())
         self.log(f"  → rc {p.returncode} in {time.monotonic() - t:.1f} s: {rec.get('verdict', '?')} — "
                  f"{rec.get('headline', '')[:300]}")
@@ -294,9 +296,60 @@ class Run:
             raise RuntimeError(f"{notebook} failed (rc {p.returncode}); record: {rec.get('headline')}\n{tail}")
         return rec
 
+    def _run_or_dump(self, argv: list[str], limit: float, name: str) -> subprocess.CompletedProcess:
+        """subprocess.run, but a run past `limit` first has every Python process under it dump its
+        threads' stacks (faulthandler on SIGUSR1, armed by hangdump/sitecustomize.py) into
+        logs/hang-<name>-<pid>.txt, so a hang in a kernel says where it hung."""
+        env = {**os.environ, "SPARKKIT_HANG_DUMP_DIR": str(self.logs), "SPARKKIT_HANG_DUMP_NAME": name,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(HANGDUMP), os.environ.get("PYTHONPATH", "")]))}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=limit)
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            pids = descendants(proc.pid)
+            for pid in [proc.pid, *pids]:
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            time.sleep(3)
+            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in pids:   # a kernel may sit in its own process group
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.communicate()
+            for dump in sorted(self.logs.glob(f"hang-{name}-*.txt")):
+                text = dump.read_text(errors="replace")
+                self.log(f"stacks of {dump.name} (last 40 lines):\n" + "\n".join(text.splitlines()[-40:]))
+            raise
+
     def state(self) -> dict[str, Any]:
         home = Path(os.environ["SPARKKIT_HOME"])
         return json.loads((home / "state.json").read_text())
+
+
+HANGDUMP = Path(__file__).resolve().parent / "hangdump"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def free_port() -> int:
@@ -448,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
             if th.is_alive() and run.left() > 200:
                 rec = run.phase(f"02-plan c={ctx} ub={ub} (during the build)", 60, lambda: run.papermill(
                     "02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}"))
+                # a 02 that failed here is not run again after the build: its plan function is used then
+                if not rec:
+                    rec = run.phase(f"02's plan function c={ctx} ub={ub}", 10, lambda: _plan_in_process(run, ctx, ub))
                 if rec:
                     plans[(ctx, ub)] = rec
         if th.is_alive():
@@ -482,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     if v:
         R["verify"] = {"headline": v["headline"], "probes": v["results"]["probes"]}
         measured[LAUNCH_05] = medians_by_test(v["results"]["bench"])
+        measured[LAUNCH_05_AGENT] = medians_by_test(v["results"]["bench"], ("tg agent",))
         R["compare"]["sparkkit"] = {"argv": st["server"]["argv"], "load_s": st["server"].get("load_seconds"),
                                     "gpu_mem": R["server"]["gpu_mem"], "runs": v["results"]["bench"]}
     subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=60)
@@ -491,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, a.pp, a.tg, depths))
     R["engine_equivalent"] = {}
     run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
-        run, st["server"]["argv"], help_text, a.pp, a.tg, depths, measured))
+        run, st["server"]["argv"], a.pp, a.tg, depths, measured))
     if measured and "llama_bench" in R:
         R["bench_vs_06"] = compare_bench(measured, R["llama_bench"]["rows"])
         run.log("06 vs llama-bench:\n" + table(R["bench_vs_06"]))
@@ -500,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
     R["plan_vs_logged"] = []
     for ctx, ub in checks:
-        run.phase(f"plan check c={ctx} ub={ub}", 25 if (ctx, ub) in plans else 45,
+        run.phase(f"plan check c={ctx} ub={ub}", 20 if (ctx, ub) in plans else 45,
                   lambda: _plan_check(run, st["server"]["argv"], ctx, ub, plans.get((ctx, ub))))
     _comparisons(run, binary, model_path, help_text, a.pp, a.tg, depths)
     return _finish(run)
@@ -524,22 +581,23 @@ def _ensure_choice(run: Run, model: str, model_dir: str) -> None:
 
 
 LAUNCH_05 = "sparkkit launch (05)"
-LAUNCH_ENGINE = "same + --ctx-checkpoints 0 --backend-sampling"
+LAUNCH_05_AGENT = "05, as an agent (streamed, default sampling)"
+LAUNCH_ENGINE = "same + --ctx-checkpoints 0"
 
 
-def engine_equivalent_argv(served: list[str], help_text: str, port: int) -> list[str]:
-    """05's launch without the two per-request costs llama-bench does not pay: sliding-window context
-    checkpoints (small extra batches at a prompt's end) and sampling the whole vocabulary on the CPU."""
+def engine_equivalent_argv(served: list[str], port: int) -> list[str]:
+    """05's launch without the per-request prefill work llama-bench does not do: llama.cpp's
+    sliding-window context checkpoints (it splits each prompt's last 2048 + 4 tokens into extra
+    batches and copies the window state out). Decode needs no such launch: 06's `tg` test already asks
+    for greedy top-1 sampling without streaming. (--backend-sampling was tried on b11549 and made both
+    worse: +0.5 s a request.)"""
     argv = replace_flag(served, "--port", str(port))
-    argv = replace_flag(argv, "--ctx-checkpoints", "0", ("-ctxcp", "--swa-checkpoints"))
-    if "--backend-sampling" in help_text and "--backend-sampling" not in argv:
-        argv.append("--backend-sampling")
-    return argv
+    return replace_flag(argv, "--ctx-checkpoints", "0", ("-ctxcp", "--swa-checkpoints"))
 
 
-def _engine_equivalent(run: Run, served: list[str], help_text: str, pp: int, tg: int, depths: list[int],
+def _engine_equivalent(run: Run, served: list[str], pp: int, tg: int, depths: list[int],
                        measured: dict[str, dict[str, float]]) -> None:
-    argv = engine_equivalent_argv(served, help_text, free_port())
+    argv = engine_equivalent_argv(served, free_port())
     with Server(run, argv, "engine-equivalent") as s:
         runs = measure(s.port, pp, tg, depths, 3)
     measured[LAUNCH_ENGINE] = medians_by_test(runs)
@@ -585,8 +643,28 @@ def _comparisons(run: Run, binary: str, model: str, help_text: str, pp: int, tg:
     run.log("launch comparison:\n" + table(rows))
 
 
+def plan_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """02's record → its components, those counted against GPU memory and those set aside (host RAM)."""
+    return list(rec["results"]["rows"]) + list(rec["results"].get("aside", []))
+
+
+def _plan_in_process(run: Run, ctx: int, ub: int) -> dict[str, Any]:
+    """02's own plan function, called here the way 02's cell calls it (for when 02's notebook failed)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from sparkkit import plan
+    view = plan.run(ctx, 1, "f16", ub)
+    verdict, headline, results = view.record()
+    run.log(f"  02's plan.run in-process at c={ctx} ub={ub}: {headline}")
+    return {"verdict": verdict, "headline": headline, "results": results, "source": "plan.run in-process"}
+
+
 def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int, rec: dict | None = None) -> None:
-    rec = rec or run.papermill("02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}")
+    if rec is None:
+        try:
+            rec = run.papermill("02-plan", {"context": ctx, "ubatch": ub}, tag=f"c{ctx}-ub{ub}", timeout=60)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            run.log(f"  02 at c={ctx} ub={ub} did not finish ({type(e).__name__}); using its plan function")
+            rec = _plan_in_process(run, ctx, ub)
     port = free_port()
     argv = replace_flag(served_argv, "-c", str(ctx), ("--ctx-size",))
     argv = replace_flag(argv, "-ub", str(ub), ("--ubatch-size",))
@@ -597,8 +675,9 @@ def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int, rec: dict |
         pass
     buffers = parse_buffers(s.logpath.read_text(errors="replace"))
     logged = logged_components(buffers)
-    rows = compare_plan(rec["results"]["rows"], logged)
-    run.results["plan_vs_logged"].append({"context": ctx, "ubatch": ub, "buffers MiB": buffers,
+    rows = compare_plan(plan_rows(rec), logged)
+    run.results["plan_vs_logged"].append({"context": ctx, "ubatch": ub, "plan from": rec.get("source", "02 record"),
+                                          "buffers MiB": buffers,
                                           "logged": logged, "rows": rows, "gpu_mem": s.mem,
                                           "load_s": round(s.load_s, 1)})
     run.log(f"plan vs logged at c={ctx} ub={ub}:\n" + table(rows))
@@ -665,6 +744,8 @@ def _info() -> dict[str, str]:
             "nvcc": sh("nvcc --version | tail -2 | head -1"), "cmake": sh("cmake --version | head -1"),
             "ninja": sh("ninja --version"), "cpus": str(os.cpu_count()), "mem": sh("free -g | sed -n 2p"),
             "shm": sh("df -h /dev/shm | tail -1"), "python": sys.version.split()[0],
+            "packages": sh(f"{sys.executable} -m pip list 2>/dev/null | grep -i -E "
+                           "'^(pandas|matplotlib|numpy|ipywidgets|ipykernel|ipython|nbclient|traitlets|comm|papermill|httpx) '"),
             "gpu_used_at_start": gpu_mem_used(), "shm_files": sh("ls -la /dev/shm | head -20")}
 
 
