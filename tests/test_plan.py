@@ -251,7 +251,9 @@ def test_tuner_button_hands_the_tuned_values_to_05(state):
     view = plan.run(context=4096)
     t = ContextTuner.for_view(view)
     assert not t.adopt_button.disabled
+    assert t.view is view and t.draws == 0 and "move a control" in t.out.outputs[0]["text"]   # not drawn twice
     t.context.value = 16384
+    assert t.draws == 1                                                     # a change draws the new plan
     t.slots.value = 2
     t.kv_type.value = "q4_0"
     t.adopt_button.click()

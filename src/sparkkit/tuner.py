@@ -22,7 +22,10 @@ class ContextTuner:
 
     def __init__(self, arch: Architecture, usable_bytes: int, context: int, slots: int = 1,
                  kv_type: str = "f16", ubatch: int = 2048, engine: str = "llamacpp",
-                 options: dict[str, Any] | None = None, setting: Setting | None = None):
+                 options: dict[str, Any] | None = None, setting: Setting | None = None,
+                 shown: PlanView | None = None):
+        """`shown`: the plan the notebook has just displayed for these values; the tuner then starts
+        from it without drawing its table and plot a second time (see for_view)."""
         self.arch, self.usable_bytes, self.ubatch, self.engine = arch, usable_bytes, ubatch, engine
         self.options = dict(options or {})
         self.setting = setting
@@ -40,23 +43,28 @@ class ContextTuner:
         self.view: PlanView | None = None
         self.error: str | None = None
         self.adopted: dict[str, Any] | None = None
+        self.draws = 0                 # table-and-plot renders in the widget
         for w in (self.context, self.slots, self.kv_type):
             w.observe(lambda _change: self.refresh(), names="value")
         self.adopt_button.on_click(lambda _b: self.use_for_serve())
         self.widget = W.VBox([W.HBox([self.context, self.slots, self.kv_type]),
                               W.HBox([self.adopt_button, self.status]), self.out])
-        self.refresh()
+        self.refresh(draw=shown is None, view=shown)
 
     @classmethod
     def for_view(cls, view: PlanView) -> "ContextTuner":
         """A tuner starting from what runbook 02 just planned (`plan.run`)."""
+        # The notebook displayed this plan's table and plot just above; drawing them again inside the
+        # widget doubled every executed record, and on one host (the gVisor GPU machine) a widget
+        # output of more than 64 KiB stalled papermill for good. They are drawn on the first change.
         p, s = view.plan, view.setting
-        return cls(p.arch, p.usable_bytes, p.context, p.slots, p.kv_type, p.ubatch, p.engine, view.options, s)
+        return cls(p.arch, p.usable_bytes, p.context, p.slots, p.kv_type, p.ubatch, p.engine, view.options, s,
+                   shown=view)
 
-    def refresh(self) -> None:
+    def refresh(self, draw: bool = True, view: PlanView | None = None) -> None:
         try:
-            self.view = plan_view(self.arch, self.context.value, self.slots.value, self.kv_type.value,
-                                  self.ubatch, self.usable_bytes, engine=self.engine, **self.options)
+            self.view = view or plan_view(self.arch, self.context.value, self.slots.value, self.kv_type.value,
+                                          self.ubatch, self.usable_bytes, engine=self.engine, **self.options)
             self.view.setting = self.setting
             self.error = None
         except ValueError as e:        # e.g. too many slots for this context: shown, not raised
@@ -67,6 +75,10 @@ class ContextTuner:
                              f"{ENGINE_NAMES[self.engine]}: <b>{p.verdict}</b>, {p.total_bytes / 2**30:.2f} of "
                              f"{p.usable_bytes / 2**30:.1f} GiB; largest context that fits {self.view.largest}")
         self.out.clear_output(wait=True)
+        if not draw:
+            self.out.append_stdout("The table and plot above are this plan; move a control to redraw them here.\n")
+            return
+        self.draws += 1
         with self.out:
             if self.error:
                 print(self.error)
