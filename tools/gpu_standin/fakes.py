@@ -93,8 +93,9 @@ def bench(argv: list[str]) -> int:
     for d in (int(x) for x in opts.get("-d", "0").split(",")):
         rows.append({"n_prompt": int(opts.get("-p", 512)), "n_gen": 0, "n_depth": d, "avg_ts": 100.0 - d / 1000,
                      "stddev_ts": 1.0, "build_commit": "fake", "build_number": 0})
-        rows.append({"n_prompt": 0, "n_gen": int(opts.get("-n", 32)), "n_depth": d, "avg_ts": 10.0 - d / 10000,
-                     "stddev_ts": 0.1, "build_commit": "fake", "build_number": 0})
+        for n in (int(x) for x in opts.get("-n", "32").split(",")):
+            rows.append({"n_prompt": 0, "n_gen": n, "n_depth": d, "avg_ts": 10.0 - d / 10000,
+                         "stddev_ts": 0.1, "build_commit": "fake", "build_number": 0})
     print(json.dumps(rows))
     return 0
 

@@ -447,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pp", type=int, default=2048, help="06 and llama-bench: prompt tokens per prefill test")
     ap.add_argument("--tg", type=int, default=32, help="06 and llama-bench: tokens per decode test")
     ap.add_argument("--depths", default="0,8192", help="06 and llama-bench: context depths")
+    ap.add_argument("--tg-long", type=int, default=128,
+                    help="a longer decode test too (llama-bench's default 128; 0: none): a fixed per-request cost "
+                         "weighs 4× less in it than in tg32")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench-reps", type=int, default=10)
     ap.add_argument("--plan-checks", default=";".join(f"{c},{u}" for c, u in PLAN_CHECKS))
@@ -545,15 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
 
     bench_bin = a.bench or str(Path(binary).with_name("llama-bench"))
-    run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, a.pp, a.tg, depths))
+    tgs = [a.tg] + ([a.tg_long] if a.tg_long else [])
+    run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, a.pp, tgs, depths))
     R["engine_equivalent"] = {}
     run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
-        run, st["server"]["argv"], a.pp, a.tg, depths, measured))
+        run, st["server"]["argv"], a.pp, tgs, depths, measured))
     if measured and "llama_bench" in R:
         R["bench_vs_06"] = compare_bench(measured, R["llama_bench"]["rows"])
         run.log("06 vs llama-bench:\n" + table(R["bench_vs_06"]))
         run.save()
-    run.phase("roofline", 10, lambda: _roofline(run, model_path, deep, measured))
+    run.phase("roofline", 10, lambda: _roofline(run, model_path, deep, measured, tgs))
 
     R["plan_vs_logged"] = []
     for ctx, ub in checks:
@@ -595,11 +599,13 @@ def engine_equivalent_argv(served: list[str], port: int) -> list[str]:
     return replace_flag(argv, "--ctx-checkpoints", "0", ("-ctxcp", "--swa-checkpoints"))
 
 
-def _engine_equivalent(run: Run, served: list[str], pp: int, tg: int, depths: list[int],
+def _engine_equivalent(run: Run, served: list[str], pp: int, tgs: list[int], depths: list[int],
                        measured: dict[str, dict[str, float]]) -> None:
     argv = engine_equivalent_argv(served, free_port())
     with Server(run, argv, "engine-equivalent") as s:
-        runs = measure(s.port, pp, tg, depths, 3)
+        runs = measure(s.port, pp, tgs[0], depths, 3)
+        for tg in tgs[1:]:   # the longer decode test: its pp rows repeat the first's, keep its tg rows only
+            runs += [r for r in measure(s.port, pp, tg, depths, 2) if r["kind"].startswith("tg")]
     measured[LAUNCH_ENGINE] = medians_by_test(runs)
     run.results["engine_equivalent"] = {"argv": argv, "load_s": s.load_s, "runs": runs,
                                         "medians": measured[LAUNCH_ENGINE]}
@@ -683,8 +689,8 @@ def _plan_check(run: Run, served_argv: list[str], ctx: int, ub: int, rec: dict |
     run.log(f"plan vs logged at c={ctx} ub={ub}:\n" + table(rows))
 
 
-def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, pp: int, tg: int, depths: list[int]) -> None:
-    argv = [bench_bin, "-m", model, "-ngl", "99", "-fa", "1", "-ub", "2048", "-p", str(pp), "-n", str(tg),
+def _llama_bench(run: Run, bench_bin: str, model: str, reps: int, pp: int, tgs: list[int], depths: list[int]) -> None:
+    argv = [bench_bin, "-m", model, "-ngl", "99", "-fa", "1", "-ub", "2048", "-p", str(pp), "-n", ",".join(map(str, tgs)),
             "-d", ",".join(map(str, depths)), "-lm", "none", "-r", str(reps), "-o", "json"]
     run.log(shlex.join(argv))
     p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, run.left() - 5))
@@ -710,7 +716,7 @@ def _roofline_bytes(run: Run, model: str) -> None:
         "parts": active_bytes([(t.name, int(t.n_bytes)) for t in r.tensors], n_expert, n_used)}
 
 
-def _roofline(run: Run, model: str, deep: int, measured: dict[str, dict[str, float]]) -> None:
+def _roofline(run: Run, model: str, deep: int, measured: dict[str, dict[str, float]], tgs: list[int]) -> None:
     """Decode speed as a fraction of what the measured bandwidth allows for the bytes a token reads."""
     if "roofline_shape" not in run.results:
         _roofline_bytes(run, model)
@@ -724,12 +730,15 @@ def _roofline(run: Run, model: str, deep: int, measured: dict[str, dict[str, flo
     for depth in (0, deep):
         b = parts["total"] + kv_read_bytes(depth, n_layer // 2, n_layer // 2, window, n_head_kv, head_dim)
         ceiling = bw * 1e9 / b if bw else None
-        for src, by_test in sources.items():
-            tps = next((v for k, v in by_test.items() if k.startswith("tg") and k.endswith(f"@d{depth}")), None)
-            rows.append({"depth": depth, "bytes/token GB": round(b / 1e9, 3), "bandwidth GB/s": bw,
-                         "ceiling tok/s": None if ceiling is None else round(ceiling, 1), "decode measured by": src,
-                         "tok/s": None if tps is None else round(tps, 1),
-                         "fraction of roofline": None if not (tps and ceiling) else round(tps / ceiling, 3)})
+        for tg in tgs:
+            for src, by_test in sources.items():
+                tps = by_test.get(f"tg{tg}@d{depth}")
+                if tps is None:
+                    continue
+                rows.append({"depth": depth, "test": f"tg{tg}", "bytes/token GB": round(b / 1e9, 3),
+                             "bandwidth GB/s": bw, "ceiling tok/s": None if ceiling is None else round(ceiling, 1),
+                             "decode measured by": src, "tok/s": round(tps, 1),
+                             "fraction of roofline": None if not ceiling else round(tps / ceiling, 3)})
     run.results["roofline"] = {"bytes_per_token_parts": parts, "rows": rows}
     run.log("roofline:\n" + table(rows))
 
