@@ -306,6 +306,8 @@ class Run:
                                 start_new_session=True)
         try:
             out, err = proc.communicate(timeout=limit)
+            for dump in self.logs.glob(f"hang-{name}-*.txt"):   # armed but never needed
+                dump.unlink()
             return subprocess.CompletedProcess(argv, proc.returncode, out, err)
         except subprocess.TimeoutExpired:
             pids = descendants(proc.pid)
