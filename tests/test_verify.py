@@ -59,7 +59,7 @@ def test_bench_uses_client_clock_when_the_engine_has_no_timings():
     assert row["TTFT (s)"] is not None and row["TTFT (s)"] > 0 and row["decode tok/s"] > 0
 
 
-def llama_server_like(seen):
+def llama_server_like(seen, tail=0):
     """A stand-in that answers like llama-server: /tokenize (one token per word) and chat, streamed or
     not, with `timings`, where cache_n is the prompt's common word prefix with the previous request."""
     last = []
@@ -73,7 +73,7 @@ def llama_server_like(seen):
         common = next((i for i, (a, b) in enumerate(zip(words, last)) if a != b), min(len(words), len(last)))
         last[:] = words
         greedy = body.get("top_k") == 1
-        timings = {"cache_n": common, "prompt_n": len(words) - common, "prompt_per_second": 1000.0,
+        timings = {"cache_n": common, "prompt_n": len(words) - common + tail, "prompt_per_second": 1000.0,
                    "predicted_n": body["max_tokens"], "predicted_per_second": 50.0 if greedy else 40.0}
         if not body["stream"]:
             return httpx.Response(200, json={"choices": [{"message": {"content": "x"}}], "timings": timings})
@@ -129,6 +129,14 @@ def test_bench_streams_every_request_when_the_engine_reports_no_timings():
     runs = bench.measure(mock_client(handler), "m", pp_tokens=64, tg_tokens=8, depths=[0], repeats=1, progress=False)
     assert [b["stream"] for b in seen] == [False, True, True, True]   # the first answer showed no timings: again
     assert set(runs["source"]) == {"client clock"} and runs.loc[runs["kind"] == "tg", "tok/s"].notna().all()
+
+
+def test_pp_is_steered_to_exactly_n_new_tokens_template_tail_included():
+    # 7 tokens of chat template follow the user's text: the first pp2048 sends 2055 new tokens, one
+    # batch too many on a -b 2048 server; the next ones send exactly 2048.
+    runs = bench.measure(mock_client(llama_server_like([], tail=7)), "m", pp_tokens=2048, tg_tokens=4, depths=[0],
+                         repeats=3, progress=False)
+    assert runs.loc[runs["kind"] == "pp", "new prompt tokens"].tolist() == [2055, 2048, 2048]
 
 
 @pytest.mark.parametrize("kwargs, parameter", [

@@ -54,8 +54,8 @@ def tokens_per_word(c: httpx.Client) -> float:
 
 
 def filler(tokens: int, per_word: float, start: int = 0) -> str:
-    """About `tokens` tokens of filler text."""
-    return _words(max(1, round(tokens / per_word)), start)
+    """About `tokens` tokens of filler text, rather under than over."""
+    return _words(max(1, int(tokens / per_word)), start)
 
 
 # Greedy, and only the top token kept before it: the cheapest sampling the OpenAI-style API can ask
@@ -131,6 +131,7 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
     rows: list[dict[str, Any]] = []
     total = repeats * sum(4 if d else 3 for d in depths)
     timed: list[bool] = []      # does the engine report timings? (unstreamed decode needs them)
+    pp_fix = [0]                # filler tokens to add (or take) so that ppN sends exactly N new tokens
 
     def request(prompt: str, gen: int, stream: bool = False, sampling: dict[str, Any] | None = None):
         res = one_run(c, model, prompt, gen, stream=stream or (timed == [False]), sampling=sampling)
@@ -164,8 +165,12 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
                 request(context + " go", tg_tokens, sampling=ENGINE_SAMPLING))
             add(f"tg{tg_tokens} @ d{depth} as an agent", "tg agent", depth, rep,
                 request(context + " go on", tg_tokens, stream=True))
-            add(f"pp{pp_tokens} @ d{depth}", "pp", depth, rep,
-                request(context + " " + filler(pp_tokens, per_word, start=50), 1))
+            res = request(context + " " + filler(pp_tokens + pp_fix[0], per_word, start=50), 1)
+            add(f"pp{pp_tokens} @ d{depth}", "pp", depth, rep, res)
+            if res["prompt tokens"] and res["cached"] is not None:
+                # Steer the next ppN to exactly N new tokens, template tail included: one more token
+                # than the batch size (-b) costs llama.cpp a whole extra batch (a full weight sweep).
+                pp_fix[0] += pp_tokens - res["prompt tokens"]
     return pd.DataFrame(rows)
 
 
