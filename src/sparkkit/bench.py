@@ -61,6 +61,7 @@ def filler(tokens: int, per_word: float, start: int = 0) -> str:
 # Greedy, and only the top token kept before it: the cheapest sampling the OpenAI-style API can ask
 # for, so the decode figure is the engine's (llama-bench samples nothing).
 ENGINE_SAMPLING = {"temperature": 0, "top_k": 1}
+PP_MARGIN = 3
 
 
 def one_run(c: httpx.Client, model: str, prompt: str, gen_tokens: int, stream: bool = True,
@@ -131,7 +132,7 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
     rows: list[dict[str, Any]] = []
     total = repeats * sum(4 if d else 3 for d in depths)
     timed: list[bool] = []      # does the engine report timings? (unstreamed decode needs them)
-    pp_fix = [0]                # filler tokens to add (or take) so that ppN sends exactly N new tokens
+    pp_fix: dict[int, int] = {}  # per depth: filler tokens to add (or take) so ppN sends ~N new tokens
 
     def request(prompt: str, gen: int, stream: bool = False, sampling: dict[str, Any] | None = None):
         res = one_run(c, model, prompt, gen, stream=stream or (timed == [False]), sampling=sampling)
@@ -165,12 +166,14 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
                 request(context + " go", tg_tokens, sampling=ENGINE_SAMPLING))
             add(f"tg{tg_tokens} @ d{depth} as an agent", "tg agent", depth, rep,
                 request(context + " go on", tg_tokens, stream=True))
-            res = request(context + " " + filler(pp_tokens + pp_fix[0], per_word, start=50), 1)
+            fix = pp_fix.setdefault(depth, 0)
+            res = request(context + " " + filler(pp_tokens + fix, per_word, start=50), 1)
             add(f"pp{pp_tokens} @ d{depth}", "pp", depth, rep, res)
             if res["prompt tokens"] and res["cached"] is not None:
-                # Steer the next ppN to exactly N new tokens, template tail included: one more token
+                # Steer the next ppN to N new tokens, template tail included, never over: one token more
                 # than the batch size (-b) costs llama.cpp a whole extra batch (a full weight sweep).
-                pp_fix[0] += pp_tokens - res["prompt tokens"]
+                # The nonce's tokens vary by a couple, hence the small margin.
+                pp_fix[depth] = fix + (pp_tokens - PP_MARGIN) - res["prompt tokens"]
     return pd.DataFrame(rows)
 
 
