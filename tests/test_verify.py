@@ -131,6 +131,11 @@ def test_bench_streams_every_request_when_the_engine_reports_no_timings():
     assert set(runs["source"]) == {"client clock"} and runs.loc[runs["kind"] == "tg", "tok/s"].notna().all()
 
 
+@pytest.mark.parametrize("given, depths", [(8192, [8192]), ("0,8192", [0, 8192]), ([0, 4096], [0, 4096])])
+def test_depths_come_as_papermill_hands_them_over(given, depths):
+    assert bench._depth_list(given) == depths
+
+
 def test_pp_is_steered_to_exactly_n_new_tokens_template_tail_included():
     # 7 tokens of chat template follow the user's text: the first pp2048 sends 2055 new tokens, one
     # batch too many on a -b 2048 server; the next ones send 2048 less a small margin, never more.
@@ -142,7 +147,7 @@ def test_pp_is_steered_to_exactly_n_new_tokens_template_tail_included():
 
 @pytest.mark.parametrize("kwargs, parameter", [
     ({"repeats": 0}, "repeats"), ({"pp_tokens": 0}, "pp_tokens"), ({"tg_tokens": 1}, "tg_tokens"),
-    ({"depths": []}, "depths"), ({"depths": [0, -5]}, "depths")])
+    ({"depths": []}, "depths"), ({"depths": [0, -5]}, "depths"), ({"depths": "0,8k"}, "depths")])
 def test_bench_rejects_bad_sizes_naming_the_parameter(kwargs, parameter):
     from sparkkit.errors import ParameterError
     c = mock_client(lambda req: httpx.Response(500))

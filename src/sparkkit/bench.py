@@ -117,10 +117,25 @@ def has_timings(row: dict[str, Any]) -> bool:
     return row["source"] == "engine timings"
 
 
+def _depth_list(depths: Any) -> list[int]:
+    """`depths` as papermill may hand it over: a list, one number (-p depths 8192) or "0,8192"."""
+    if depths is None:
+        return [0]
+    if isinstance(depths, int):
+        return [depths]
+    if isinstance(depths, str):
+        try:
+            return [int(x) for x in depths.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise ParameterError("depths", depths, "context depths in tokens, e.g. -y 'depths: [0, 8192]' "
+                                 "or -p depths 0,8192") from None
+    return list(depths)
+
+
 def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int = 32,
             depths: list[int] | None = None, repeats: int = 3, progress: bool = True) -> pd.DataFrame:
     """One row per request: the context fill of each depth, then tgM and ppN at that depth."""
-    depths = [0] if depths is None else list(depths)
+    depths = _depth_list(depths)
     check_int("pp_tokens", pp_tokens, 1, 1 << 20)
     check_int("tg_tokens", tg_tokens, 2, 32768)   # decode speed needs two tokens or more
     check_int("repeats", repeats, 1, 100)
