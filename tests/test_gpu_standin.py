@@ -204,3 +204,54 @@ def test_runbooks_stay_glue_with_stripped_outputs():
     for name in ("03-place-model", "04-engine", "05-serve"):
         nb = nbformat.read(ROOT / "runbooks" / f"{name}.ipynb", as_version=4)
         assert all(not c.get("outputs") or "NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
+
+
+# ----------------------------------------------------------------------------- the whole run, dry
+
+def test_the_whole_run_on_stand_in_binaries(tmp_path, monkeypatch):
+    """standin.py end to end on this machine, as run.sh starts it on the GPU one: the real runbooks
+    under papermill, llama.cpp's own server (the embedded engine behind a llama-server command line)
+    and a llama-bench that prints made-up speeds. What this catches costs nothing; on the device it
+    costs a ten-minute call."""
+    from sparkkit.download import place_embedded
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, kind in (("llama-server", "server"), ("llama-bench", "bench")):
+        # A Python script, not a shell wrapper that execs: 05 records the server's command line as the
+        # kernel shows it right after the start, and `sparkkit stop` signals only that process.
+        _script(bin_dir / name, f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT / 'tools' / 'gpu_standin')!r})\n"
+                                f"import fakes\nsys.exit(fakes.{kind}(sys.argv[1:]))\n")
+    env = {**os.environ, "SPARKKIT_HOME": str(tmp_path / "home"), "SPARKKIT_RUNS": str(tmp_path / "res" / "runs"),
+           "PYTHONPATH": str(ROOT / "src")}
+    monkeypatch.setenv("SPARKKIT_HOME", env["SPARKKIT_HOME"])   # the model is scripted to Read this home's probe file
+    model = place_embedded(tmp_path / "models").path
+    argv = [sys.executable, str(ROOT / "tools" / "gpu_standin" / "standin.py"), "--res", str(tmp_path / "res"),
+            "--budget", "600", "--binary", str(bin_dir / "llama-server"), "--placed", str(model), "--model", "embedded",
+            "--model-dir", str(tmp_path / "models"), "--plan-checks", "4096,512", "--depths", "0,1024",
+            "--pp", "256", "--tg", "8", "--tg-long", "16", "--repeats", "1", "--bench-reps", "2"]
+    try:
+        p = standin.subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    finally:   # a server this test started and the run failed to stop: ours (its model is in tmp_path)
+        for pid in standin.descendants(1):
+            try:
+                if str(tmp_path) in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                    os.kill(pid, standin.signal.SIGTERM)
+            except OSError:
+                pass
+    summary = (tmp_path / "res" / "summary.txt").read_text()
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    results = json.loads((tmp_path / "res" / "results.json").read_text())
+    phases = results["phases"]
+    for name in ("01-preflight", "05-serve", "06-verify", "llama-bench", "06 on an engine-equivalent launch",
+                 "plan check c=4096 ub=512", "compare guide flags", "compare llama-server defaults"):
+        assert phases[name]["status"] == "ok", (name, phases[name], summary[-3000:])
+    assert {r["test"] for r in results["bench_vs_06"]} == {"pp256@d0", "pp256@d1024", "tg8@d0", "tg8@d1024",
+                                                           "tg16@d0", "tg16@d1024"}
+    eq = results["engine_equivalent"]
+    assert "--ctx-checkpoints" in eq["argv"] and {"tg16@d0", "pp256@d1024"} <= set(eq["medians"])
+    assert [r["launch"] for r in results["compare_table"]] == ["sparkkit", "guide", "defaults"]
+    assert results["compare"]["guide verbatim"]["exit"] != 0                 # --no-mmap: not on this build
+    check = results["plan_vs_logged"][0]
+    assert {r["component"]: r["within 5 %"] for r in check["rows"]}["KV full attention"]
+    assert (tmp_path / "res" / "runs" / "06-verify.json").is_file()
+    assert not list((tmp_path / "res" / "logs").glob("hang-*.txt"))          # nothing hung, no stack files
