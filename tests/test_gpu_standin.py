@@ -227,7 +227,7 @@ def test_the_whole_run_on_stand_in_binaries(tmp_path, monkeypatch):
     model = place_embedded(tmp_path / "models").path
     argv = [sys.executable, str(ROOT / "tools" / "gpu_standin" / "standin.py"), "--res", str(tmp_path / "res"),
             "--budget", "600", "--binary", str(bin_dir / "llama-server"), "--placed", str(model), "--model", "embedded",
-            "--model-dir", str(tmp_path / "models"), "--plan-checks", "4096,512", "--depths", "0,1024",
+            "--model-dir", str(tmp_path / "models"), "--port", str(standin.free_port()), "--plan-checks", "4096,512", "--depths", "0,1024",
             "--pp", "256", "--tg", "8", "--tg-long", "16", "--repeats", "1", "--bench-reps", "2"]
     try:
         p = standin.subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)

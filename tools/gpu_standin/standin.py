@@ -444,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--binary", default="", help="use this llama-server instead of building (dry runs)")
     ap.add_argument("--bench", default="", help="llama-bench binary (default: next to llama-server)")
     ap.add_argument("--model", default="gpt-oss-120b")
+    ap.add_argument("--port", type=int, default=8080, help="05's port")
     ap.add_argument("--model-dir", default="/dev/shm/sparkkit-models")
     ap.add_argument("--template", default="", help="chat template for 03 (default: the tree's gpt-oss one)")
     ap.add_argument("--pp", type=int, default=2048, help="06 and llama-bench: prompt tokens per prefill test")
@@ -528,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not R.get("main_plan"):
         run.phase("02-plan", 30, lambda: run.papermill("02-plan", {"context": 131072, "ubatch": 2048}))
-    served = run.phase("05-serve", 120, lambda: run.papermill("05-serve", {}))
+    served = run.phase("05-serve", 120, lambda: run.papermill("05-serve", {"port": a.port}))
     if served is None:
         return _finish(run)
     st = run.state()
