@@ -149,11 +149,6 @@ def bench_rows(bench_json: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _median(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
 def test_key(name: str) -> str:
     """'pp2048 @ d8192' (06) and 'pp2048@d8192' (llama-bench) name the same test."""
     return name.replace(" ", "")
