@@ -12,13 +12,13 @@ predicted_per_second) so HTTP and client overheads don't blur them; time to firs
 measured here, on streamed requests, because that is what a user waits for. Engines without
 `timings` fall back to client-side figures, flagged in the `source` column.
 
-Decode is measured twice. `tgM` asks for greedy top-1 sampling and no streaming, so it times the
-engine the way llama-bench does; `tgM … as an agent` streams with the server's default sampler chain,
-as Claude Code's requests do (they set no sampling parameters), so the difference is what sampling a
-~200k-token vocabulary and streaming cost per token. Prefill cannot be split that way: llama.cpp
-saves sliding-window checkpoints near the end of every prompt (extra small batches), which is what
-lets an agent's next turn reuse the cache; the H100 stand-in run (records/gpu-standin/NOTES.md)
-measures that against llama-bench with the checkpoints turned off.
+Decode is measured twice. `tgM` asks for greedy top-1 sampling and no streaming, the closest a
+client gets to llama-bench; `tgM … as an agent` streams with the server's default sampler chain, as
+Claude Code's requests do (they set no sampling parameters). On the H100 the two agreed: what keeps
+both ~1 ms a token behind llama-bench is llama-server handling every logit of the ~200k-token
+vocabulary each token, whatever the sampler. Prefill carries llama.cpp's sliding-window checkpoints
+near the end of every prompt (extra small batches), which is what lets an agent's next turn reuse
+the cache. records/gpu-standin/NOTES.md has both measured against llama-bench.
 """
 from __future__ import annotations
 
@@ -146,14 +146,15 @@ def measure(c: httpx.Client, model: str, pp_tokens: int = 2048, tg_tokens: int =
     per_word = tokens_per_word(c)
     rows: list[dict[str, Any]] = []
     total = repeats * sum(4 if d else 3 for d in depths)
-    timed: list[bool] = []      # does the engine report timings? (unstreamed decode needs them)
+    engine_timed: bool | None = None   # does the engine report timings? (unstreamed decode needs them)
     pp_fix: dict[int, int] = {}  # per depth: filler tokens to add (or take) so ppN sends ~N new tokens
 
     def request(prompt: str, gen: int, stream: bool = False, sampling: dict[str, Any] | None = None):
-        res = one_run(c, model, prompt, gen, stream=stream or (timed == [False]), sampling=sampling)
-        if not timed:
-            timed.append(has_timings(res))
-            if not timed[0] and not stream:   # unstreamed and untimed: no way to split prefill from decode
+        nonlocal engine_timed
+        res = one_run(c, model, prompt, gen, stream=stream or engine_timed is False, sampling=sampling)
+        if engine_timed is None:
+            engine_timed = has_timings(res)
+            if not engine_timed and not stream:   # unstreamed and untimed: no way to split prefill from decode
                 res = one_run(c, model, prompt, gen, stream=True, sampling=sampling)
         return res
 
