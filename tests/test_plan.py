@@ -4,7 +4,7 @@ import pytest
 from sparkkit import llamacpp_memory as lcm
 from sparkkit import plan, records
 from sparkkit.errors import ParameterError
-from sparkkit.model import ARCH_FIELDS, CATALOGUE, GIB
+from sparkkit.model import ARCH_FIELDS, CATALOGUE, ENGINE_WEIGHTS, GIB
 
 MIB = 2**20
 G120 = CATALOGUE["gpt-oss-120b"].arch
@@ -191,7 +191,7 @@ def test_every_catalogue_number_has_a_source():
     for key, entry in CATALOGUE.items():
         missing = numbers - {k for k, v in entry.sources.items() if v}
         assert not missing, (key, missing)
-    assert plan.ENGINE_WEIGHTS.keys() == CATALOGUE.keys()
+    assert ENGINE_WEIGHTS.keys() == CATALOGUE.keys()
 
 
 # ------------------------------------------------------------------------------------ runbook 02 and the tuner

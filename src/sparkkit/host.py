@@ -31,6 +31,8 @@ STATUSES = ("pass", "warn", "fail", "skip")
 ENGINES = ("llamacpp", "ollama", "sglang", "vllm")   # 01 checks all four; 04 on drive llamacpp only
 # Desktop, page cache and the engine's own buffers need room besides the model (spark.md §2).
 HEADROOM_BYTES = 4 * GIB
+# What a model needs in memory beyond its weights (KV cache and compute buffers at a modest context).
+MODEL_MARGIN = 2 * GIB
 DRIVER_BRANCH = "580"            # spark.md §1: NVIDIA supports only the 580 branch on GB10
 SWAP_MIN = 8 * GIB
 # LMSYS: enable/enlarge swap before SGLang loads gpt-oss-120b; sglang#37931: 64 GB cured the load OOM.
@@ -137,8 +139,12 @@ class Need:
     size_from: str = ""           # said when weights_bytes is a stand-in (the engine's own size is not known)
 
     @property
+    def memory_bytes(self) -> int:
+        return self.weights_bytes + MODEL_MARGIN
+
+    @property
     def says(self) -> str:
-        return f"{self.model} needs ≥ {_gib(self.weights_bytes + 2 * GIB)}" + \
+        return f"{self.model} needs ≥ {_gib(self.memory_bytes)}" + \
             (f" ({self.size_from})" if self.size_from else "")
 
 
@@ -266,12 +272,12 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
     mem = f.mem
     vram = re.fullmatch(r"(\d+)MiB\s*/\s*(\d+)MiB", f.gpu.memory or "")
     if vram and not f.is_gb10 and n.model != "embedded":     # a discrete GPU: the weights live in its memory
-        free, need = (int(vram.group(2)) - int(vram.group(1))) * 2**20, n.weights_bytes + 2 * GIB
+        free, need = (int(vram.group(2)) - int(vram.group(1))) * 2**20, n.memory_bytes
         value = f"{_gib(free)} free of {f.gpu.names[0]}'s {_gib(int(vram.group(2)) * 2**20)}; {n.says}"
         return (c("pass", value) if free >= need else c("fail", value, _smaller(n, free))), free
     if "MemAvailable" not in mem:
         return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo unreadable or without MemAvailable")), 0
-    usable, need = mem["MemAvailable"] + mem.get("SwapFree", 0) - HEADROOM_BYTES, n.weights_bytes + 2 * GIB
+    usable, need = mem["MemAvailable"] + mem.get("SwapFree", 0) - HEADROOM_BYTES, n.memory_bytes
     value = (f"{_gib(usable)} (MemAvailable {_gib(mem['MemAvailable'])} + SwapFree "
              + (_gib(mem["SwapFree"]) if "SwapFree" in mem else "not recorded")
              + f" − {HEADROOM_BYTES // GIB} headroom; MemTotal {_gib(mem.get('MemTotal', 0))}); {n.says}")
@@ -285,7 +291,7 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
 def _smaller(n: Need, room: int) -> str:
     """The fix when `n.model` cannot fit in `room` bytes: the catalogue models that would, else a GB10."""
     from .model import CATALOGUE
-    fits = [m for m in CATALOGUE if m != n.model and weights_for(m, n.engine)[0] + 2 * GIB <= room]
+    fits = [m for m in CATALOGUE if m != n.model and weights_for(m, n.engine)[0] + MODEL_MARGIN <= room]
     return f"use -p model {' or '.join(fits)}, or a GB10" if fits else "use a GB10 (128 GB of unified memory)"
 
 
@@ -302,7 +308,7 @@ def _page_cache(f: Facts, n: Need) -> Check:
     else:                       # not recorded: what the kernel could reclaim beyond free memory
         cache, how = max(mem["MemAvailable"] - mem["MemFree"], 0), "reclaimable (MemAvailable − MemFree)"
     value = f"{_gib(cache)} {how}, {_gib(mem['MemFree'])} free"
-    if n.engine in ("sglang", "vllm") and cache >= GIB and mem["MemFree"] - HEADROOM_BYTES < n.weights_bytes + 2 * GIB:
+    if n.engine in ("sglang", "vllm") and cache >= GIB and mem["MemFree"] - HEADROOM_BYTES < n.memory_bytes:
         who = "SGLang" if n.engine == "sglang" else "vLLM before 0.24"
         return c("warn", f"{value}; {who} would see only the free part", DROP_CACHES)
     return c("pass", value)
@@ -406,12 +412,12 @@ class HostReport:
 def weights_for(model: str, engine: str) -> tuple[int, str]:
     """The bytes `engine` keeps of `model` (the embedded model or a catalogue one), and — when the
     engine's own size is not in sparkkit.model's sources — what stands in for it (the GGUF's size)."""
-    from .model import CATALOGUE, ENGINE_WEIGHTS, architecture
+    from .model import CATALOGUE, architecture, engine_download_bytes
     if engine == "llamacpp" or model == "embedded":
         return architecture(model).weights_bytes, ""
-    size = ENGINE_WEIGHTS.get(model, {}).get(engine)
+    size = engine_download_bytes(model, engine)
     if size:
-        return int(size), ""
+        return size, ""
     return CATALOGUE[model].arch.weights_bytes, f"the GGUF's size: {ENGINE_NAMES[engine]}'s is not in our sources"
 
 

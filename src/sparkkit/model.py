@@ -152,6 +152,14 @@ ENGINE_WEIGHTS: dict[str, dict[str, float | None]] = {
     "qwen3-coder-30b-a3b": {"vllm": 61064245248, "sglang": 61064245248, "ollama": None},
 }
 
+
+
+def engine_download_bytes(model: str, engine: str) -> int | None:
+    """What `engine` itself downloads of catalogue `model` (ENGINE_WEIGHTS); None where our sources don't say."""
+    size = ENGINE_WEIGHTS.get(model, {}).get(engine)
+    return int(size) if size else None
+
+
 SERVABLE = tuple(k for k, e in CATALOGUE.items() if e.servable)
 MODEL_CHOICES = ("auto", "embedded", *SERVABLE)
 

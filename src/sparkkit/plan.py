@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import llamacpp_memory as lcm
 from .errors import ParameterError, check_choice, check_int
-from .model import CATALOGUE, ENGINE_WEIGHTS, GIB, Architecture
+from .model import CATALOGUE, GIB, Architecture, engine_download_bytes
 
 MIB = 1024**2
 ENGINES = ("llamacpp", "ollama", "sglang", "vllm")
@@ -247,9 +247,9 @@ def _engine_weights(arch: Architecture, engine: str) -> tuple[int, str]:
     key = catalogue_key(arch)
     if arch.source.startswith("config.json"):
         return arch.weights_bytes, arch.source
-    w = ENGINE_WEIGHTS.get(key or "", {}).get(engine)
+    w = engine_download_bytes(key or "", engine)
     if w:
-        return int(w), f"{ENGINE_NAMES[engine]}'s download of {key} (spark.md §7)"
+        return w, f"{ENGINE_NAMES[engine]}'s download of {key} (spark.md §7)"
     return arch.weights_bytes, f"{arch.source or 'catalogue'} (the {ENGINE_NAMES[engine]} size is not in our sources)"
 
 
