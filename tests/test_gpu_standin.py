@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "gpu_standin"))
+import decode_gap  # noqa: E402
 import fakes  # noqa: E402
 import standin  # noqa: E402
 
@@ -95,6 +96,37 @@ def test_the_engine_equivalent_launch_only_drops_context_checkpoints():
     assert served[4] == "8080"                                                     # the 05 argv is untouched
     again = standin.engine_equivalent_argv(["srv", "-ctxcp", "8", "--port", "1"], 2)
     assert again == ["srv", "--ctx-checkpoints", "0", "--port", "2"]
+
+
+def test_a_variant_sets_valued_flags_and_adds_bare_ones_once():
+    label, flags = decode_gap.variant_flags("swa-full=--swa-full --ctx-checkpoints 0 -ub 512")
+    assert label == "swa-full" and flags == ["--swa-full", "--ctx-checkpoints", "0", "-ub", "512"]
+    served = ["srv", "-m", "m", "-ub", "2048", "--swa-full", "--jinja"]
+    argv = decode_gap.with_flags(served, flags, standin.replace_flag)
+    assert argv == ["srv", "-m", "m", "-ub", "512", "--swa-full", "--jinja", "--ctx-checkpoints", "0"]
+    assert decode_gap.with_flags(["srv"], ["--temp", "-1"], standin.replace_flag) == ["srv", "--temp", "-1"]
+    with pytest.raises(ValueError, match="LABEL=FLAGS"):
+        decode_gap.variant_flags("--swa-full")
+
+
+def test_the_servers_own_timers_and_batched_bench_rows_are_read():
+    log = ("srv update_slots: avg t_decode      = 9.000000 ms\n"
+           "srv update_slots: avg t_pre_decode  = 0.011092 ms\n"
+           "srv update_slots: avg t_decode      = 4.682206 ms\n"
+           "srv update_slots: avg t_post_decode = 0.635198 ms\n"
+           "srv update_slots: avg t_sampl       = nan ms\n")
+    timers = decode_gap.parse_timers(log)
+    assert timers["t_decode"] == 4.682206 and timers["t_pre_decode"] == 0.011092   # the last report wins
+    rows = decode_gap.split_rows(timers, 5.9, 4.68)
+    assert [r["ms/token"] for r in rows][:3] == [0.011, 4.682, 0.635] and rows[-1]["ms/token"] == 4.68
+    out = ('main: n_kv_max = 4096\n{"n_kv_max": 4096, "pp": 512, "tg": 32, "pl": 1, "n_kv": 544, '
+           '"speed_pp": 32094.2, "speed_tg": 327.3}\n')
+    assert decode_gap.parse_batched_bench(out) == [{"n_kv_max": 4096, "pp": 512, "tg": 32, "pl": 1, "n_kv": 544,
+                                                    "speed_pp": 32094.2, "speed_tg": 327.3}]
+    argv = decode_gap.batched_bench_argv("bb", "m.gguf", ["srv", "-c", "131072", "-ub", "2048", "--kv-unified"],
+                                         [2048, 8192], [32, 128])
+    assert argv[argv.index("-c") + 1] == "131072" and argv[argv.index("-ub") + 1] == "2048"
+    assert argv[argv.index("-npp") + 1] == "2048,8192" and argv[-1] == "-kvu"
 
 
 def test_agent_rows_compare_under_the_tests_name():

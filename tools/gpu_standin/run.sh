@@ -19,8 +19,20 @@ fi
 export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 export SPARKKIT_HOME=${SPARKKIT_HOME:-/tmp/sk} SPARKKIT_RUNS=$RES/runs
 echo "setup: $(( $(date +%s) - T0 )) s"
-python3 tools/gpu_standin/standin.py --res "$RES" --budget $(( BUDGET - ($(date +%s) - T0) - 15 )) "$@"
+RESERVE=15; [ -n "${PACK_BIN:-}" ] && RESERVE=45
+python3 tools/gpu_standin/standin.py --res "$RES" --budget $(( BUDGET - ($(date +%s) - T0) - RESERVE )) "$@"
 rc=$?
+# PACK_BIN=1: the CUDA build's binaries (and the DEBUG_TIMINGS server) come back in ≤15 MiB parts, so a
+# later call can carry them (cat parts | tar xJ -C /) and skip the 5-minute build for experiments.
+if [ -n "${PACK_BIN:-}" ] && [ -x /tmp/lb/bin/llama-server ]; then
+  rm -rf /tmp/pack && mkdir -p /tmp/pack/tmp/lb/bin /tmp/pack/tmp/lb-debug-timings
+  cp -a /tmp/lb/bin/. /tmp/pack/tmp/lb/bin/
+  cp -a /tmp/lb-debug-timings/llama-server /tmp/lb-debug-timings/libllama-server-impl.so \
+    /tmp/pack/tmp/lb-debug-timings/ 2>/dev/null
+  strip --strip-unneeded /tmp/pack/tmp/lb/bin/* /tmp/pack/tmp/lb-debug-timings/* 2>/dev/null
+  tar cf - -C /tmp/pack tmp | xz -T0 -4 | split -b 15m - "$OUT/lb-bin.tar.xz."
+  echo "packed: $(du -sh /tmp/pack | cut -f1) → $(cat "$OUT"/lb-bin.tar.xz.* | wc -c) bytes in $(( $(date +%s) - T0 )) s"
+fi
 # Full server logs stay behind (the -lv 4 ones are large); their excerpts travel.
 tar czf "$OUT/standin.tgz" -C "$(dirname "$RES")" --exclude='*.log' "$(basename "$RES")"
 cp "$RES/summary.txt" "$RES/results.json" "$OUT/" 2>/dev/null

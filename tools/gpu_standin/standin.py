@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import decode_gap  # noqa: E402  (beside this file)
 RUNBOOKS = ROOT / "runbooks"
 MIB = 1024**2
 
@@ -451,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench-reps", type=int, default=10)
     ap.add_argument("--plan-checks", default=";".join(f"{c},{u}" for c, u in PLAN_CHECKS))
-    ap.add_argument("--skip", default="", help="comma-separated phases to skip")
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip: 04, plan-checks, compare, "
+                    "debug-timings, batched-bench")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="also measure 05's launch with these flags set (repeatable), e.g. 'swa-full=--swa-full'")
     ap.add_argument("--placed", default="", help="dry runs: record this GGUF as placed instead of running 03")
     a = ap.parse_args(argv)
     run = Run(Path(a.res), a.budget)
@@ -494,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         run.phase("03-place-model", 90, lambda: run.papermill(
             "03-place-model", {"source": "generate", "chat_template": template if Path(template).is_file() else ""}))
     run.phase("bandwidth", 30, lambda: R.update(bandwidth=_bandwidth()))
-    checks = [tuple(int(x) for x in c.split(",")) for c in a.plan_checks.split(";") if c]
+    checks = [tuple(int(x) for x in c.split(",")) for c in a.plan_checks.split(";") if c and "plan-checks" not in skip]
     plans: dict[tuple[int, int], dict] = {}
     model_path = run.state().get("model", {}).get("path", "")
     if model_path and Path(model_path).is_file():   # 02 needs no engine: plan while 04 compiles
@@ -551,18 +556,99 @@ def main(argv: list[str] | None = None) -> int:
     R["engine_equivalent"] = {}
     run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
         run, st["server"]["argv"], a.pp, tgs, depths, measured))
-    if measured and "llama_bench" in R:
-        R["bench_vs_06"] = compare_bench(measured, R["llama_bench"]["rows"])
-        run.log("06 vs llama-bench:\n" + table(R["bench_vs_06"]))
-        run.save()
+    _log_bench_vs_06(run, measured)
+    if not a.binary:   # these two need the build tree
+        if "debug-timings" not in skip:
+            run.phase("decode split: 05's launch on a DEBUG_TIMINGS server", 75, lambda: _decode_split(
+                run, a.build_dir, st["server"]["argv"], tgs[-1]))
+        if "batched-bench" not in skip:
+            run.phase("llama-batched-bench in 05's context", 60, lambda: _batched_bench(
+                run, a.build_dir, model_path, st["server"]["argv"], a.pp, tgs, deep))
+    for spec in a.variant:
+        label, flags = decode_gap.variant_flags(spec)
+        run.phase(f"06 on 05's launch + {label}", 60, lambda: _variant(
+            run, st["server"]["argv"], label, flags, a.pp, tgs, depths, measured))
+    if a.variant:
+        _log_bench_vs_06(run, measured)
     run.phase("roofline", 10, lambda: _roofline(run, model_path, deep, measured, tgs))
 
     R["plan_vs_logged"] = []
     for ctx, ub in checks:
         run.phase(f"plan check c={ctx} ub={ub}", 20 if (ctx, ub) in plans else 45,
                   lambda: _plan_check(run, st["server"]["argv"], ctx, ub, plans.get((ctx, ub))))
-    _comparisons(run, binary, model_path, help_text, a.pp, a.tg, depths)
+    if "compare" not in skip:
+        _comparisons(run, binary, model_path, help_text, a.pp, a.tg, depths)
     return _finish(run)
+
+
+def _log_bench_vs_06(run: Run, measured: dict[str, dict[str, float]]) -> None:
+    if measured and "llama_bench" in run.results:
+        run.results["bench_vs_06"] = compare_bench(measured, run.results["llama_bench"]["rows"])
+        run.log("06 vs llama-bench:\n" + table(run.results["bench_vs_06"]))
+        run.save()
+
+
+def _variant(run: Run, served: list[str], label: str, flags: list[str], pp: int, tgs: list[int],
+             depths: list[int], measured: dict[str, dict[str, float]]) -> None:
+    argv = decode_gap.with_flags(replace_flag(served, "--port", str(free_port())), flags, replace_flag)
+    with Server(run, argv, f"variant-{label}") as s:
+        runs = measure(s.port, pp, tgs[0], depths, 3)
+    name = f"same + {shlex.join(flags)}"
+    measured[name] = medians_by_test(runs)
+    run.results.setdefault("variants", {})[label] = {"argv": argv, "load_s": s.load_s, "gpu_mem": s.mem,
+                                                     "runs": runs, "medians": measured[name]}
+    run.log(f"{name}: {json.dumps(measured[name])}")
+
+
+def _greedy_decodes(port: int, tg: int, seconds: float) -> list[float]:
+    """Unstreamed greedy top-1 requests on one cached prompt for `seconds` (at least 3): each one's
+    predicted_per_token_ms."""
+    import httpx
+    body = {"model": "m", "max_tokens": tg, "stream": False, "ignore_eos": True, "temperature": 0, "top_k": 1,
+            "messages": [{"role": "user", "content": "Count slowly."}]}
+    out: list[float] = []
+    t_end = time.monotonic() + seconds
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+        while len(out) < 3 or time.monotonic() < t_end:
+            out.append(c.post("/v1/chat/completions", json=body).json()["timings"]["predicted_per_token_ms"])
+    return out
+
+
+def _decode_split(run: Run, build_dir: str, served: list[str], tg: int) -> None:
+    """Per generated token: batch building, the GPU's decode, sampling — on 05's own launch."""
+    binary = decode_gap.build_debug_server(build_dir, "/tmp/lb-debug-timings", max(30, min(150, run.left() - 40)))
+    argv = [binary, *replace_flag(served, "--port", str(free_port()))[1:]]
+    with Server(run, argv, "debug-timings") as s:
+        served_ms = _greedy_decodes(s.port, tg, 12)
+        time.sleep(5.5)            # the timers print from the next update after 5 s
+        _greedy_decodes(s.port, 1, 0)
+        time.sleep(0.5)
+    timers = decode_gap.parse_timers(s.logpath.read_text(errors="replace"))
+    ref = run.results.get("llama_bench", {}).get("rows", {}).get(f"tg{tg}@d0", {}).get("median")
+    rows = decode_gap.split_rows(timers, statistics.median(served_ms), 1000 / ref if ref else None)
+    run.results["decode_split"] = {"argv": argv, "tg": tg, "timers_ms": timers, "served_ms": served_ms,
+                                   "rows": rows}
+    run.log(f"decode split, tg{tg} at depth 0 (server's DEBUG_TIMINGS averages):\n" + table(rows))
+
+
+def _batched_bench(run: Run, build_dir: str, model: str, served: list[str], pp: int, tgs: list[int],
+                   deep: int) -> None:
+    """llama_decode alone (no server, no sampling) in 05's context shape."""
+    p = subprocess.run(["cmake", "--build", build_dir, "--target", "llama-batched-bench", "-j", str(os.cpu_count())],
+                       capture_output=True, text=True, timeout=max(10, min(120, run.left() - 30)))
+    if p.returncode:
+        raise RuntimeError(f"building llama-batched-bench failed: {(p.stdout + p.stderr)[-1500:]}")
+    argv = decode_gap.batched_bench_argv(str(Path(build_dir) / "bin" / "llama-batched-bench"), model, served,
+                                         [pp, deep], tgs)
+    run.log(shlex.join(argv))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, run.left() - 5))
+    (run.logs / "llama-batched-bench.err").write_text(p.stderr)
+    rows = decode_gap.parse_batched_bench(p.stdout)
+    if not rows:
+        raise RuntimeError(f"llama-batched-bench printed no rows (rc {p.returncode}): {p.stderr[-1500:]}")
+    run.results["batched_bench"] = {"argv": argv, "rows": rows}
+    run.log("llama-batched-bench (pp tokens, then tg at that depth):\n" + table(
+        [{k: r[k] for k in ("pp", "tg", "n_kv", "speed_pp", "speed_tg")} for r in rows]))
 
 
 def _ensure_choice(run: Run, model: str, model_dir: str) -> None:
