@@ -12,6 +12,10 @@ RES=${RES:-/tmp/standin}
 OUT=${OUT:-/tmp/standin-out}
 mkdir -p "$RES" "$OUT"
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+# .lbbin: an earlier call's PACK_BIN parts — its CUDA build, back in /tmp/lb (run standin.py with --binary).
+if ls .lbbin/lb-bin.tar.xz.* >/dev/null 2>&1; then
+  cat .lbbin/lb-bin.tar.xz.* | xz -d | tar x -C / && echo "unpacked the carried build: $(ls /tmp/lb/bin | wc -l) files"
+fi
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     > "$RES/pip.log" 2>&1 || { echo "wheel install failed"; tail -20 "$RES/pip.log"; }

@@ -457,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
                     "debug-timings, batched-bench")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
                     help="also measure 05's launch with these flags set (repeatable), e.g. 'swa-full=--swa-full'")
+    ap.add_argument("--split-variant", action="append", default=[], metavar="LABEL=FLAGS",
+                    help="also split the decode time of 05's launch with these flags set (repeatable)")
+    ap.add_argument("--debug-server", default="", help="a DEBUG_TIMINGS llama-server already built "
+                    "(debug_timings.sh); default: build one beside --build-dir")
     ap.add_argument("--placed", default="", help="dry runs: record this GGUF as placed instead of running 03")
     a = ap.parse_args(argv)
     run = Run(Path(a.res), a.budget)
@@ -557,10 +561,13 @@ def main(argv: list[str] | None = None) -> int:
     run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
         run, st["server"]["argv"], a.pp, tgs, depths, measured))
     _log_bench_vs_06(run, measured)
-    if not a.binary:   # these two need the build tree
-        if "debug-timings" not in skip:
-            run.phase("decode split: 05's launch on a DEBUG_TIMINGS server", 75, lambda: _decode_split(
-                run, a.build_dir, st["server"]["argv"], tgs[-1]))
+    if "debug-timings" not in skip and (a.debug_server or not a.binary):   # built from the build tree
+        debug_server = {"path": a.debug_server}
+        for label, flags in [("05", [])] + [decode_gap.variant_flags(v) for v in a.split_variant]:
+            run.phase(f"decode split: {'05' if not flags else '05 + ' + shlex.join(flags)} on a DEBUG_TIMINGS "
+                      "server", 75 if debug_server["path"] else 110, lambda: _decode_split(
+                          run, a.build_dir, st["server"]["argv"], tgs[-1], debug_server, label, flags))
+    if not a.binary:   # needs the build tree
         if "batched-bench" not in skip:
             run.phase("llama-batched-bench in 05's context", 60, lambda: _batched_bench(
                 run, a.build_dir, model_path, st["server"]["argv"], a.pp, tgs, deep))
@@ -614,11 +621,16 @@ def _greedy_decodes(port: int, tg: int, seconds: float) -> list[float]:
     return out
 
 
-def _decode_split(run: Run, build_dir: str, served: list[str], tg: int) -> None:
-    """Per generated token: batch building, the GPU's decode, sampling — on 05's own launch."""
-    binary = decode_gap.build_debug_server(build_dir, "/tmp/lb-debug-timings", max(30, min(150, run.left() - 40)))
-    argv = [binary, *replace_flag(served, "--port", str(free_port()))[1:]]
-    with Server(run, argv, "debug-timings") as s:
+def _decode_split(run: Run, build_dir: str, served: list[str], tg: int, debug_server: dict[str, str],
+                  label: str = "05", flags: list[str] | None = None) -> None:
+    """Per generated token: batch building, the GPU's decode, sampling — on 05's own launch (or with
+    `flags` set)."""
+    if not debug_server.get("path"):   # built once, kept for the next split
+        debug_server["path"] = decode_gap.build_debug_server(build_dir, "/tmp/lb-debug-timings",
+                                                             max(30, min(150, run.left() - 40)))
+    argv = [debug_server["path"], *replace_flag(served, "--port", str(free_port()))[1:]]
+    argv = decode_gap.with_flags(argv, flags or [], replace_flag)
+    with Server(run, argv, f"debug-timings-{label}") as s:
         served_ms = _greedy_decodes(s.port, tg, 12)
         time.sleep(5.5)            # the timers print from the next update after 5 s
         _greedy_decodes(s.port, 1, 0)
@@ -626,9 +638,9 @@ def _decode_split(run: Run, build_dir: str, served: list[str], tg: int) -> None:
     timers = decode_gap.parse_timers(s.logpath.read_text(errors="replace"))
     ref = run.results.get("llama_bench", {}).get("rows", {}).get(f"tg{tg}@d0", {}).get("median")
     rows = decode_gap.split_rows(timers, statistics.median(served_ms), 1000 / ref if ref else None)
-    run.results["decode_split"] = {"argv": argv, "tg": tg, "timers_ms": timers, "served_ms": served_ms,
-                                   "rows": rows}
-    run.log(f"decode split, tg{tg} at depth 0 (server's DEBUG_TIMINGS averages):\n" + table(rows))
+    run.results.setdefault("decode_split", {})[label] = {"argv": argv, "tg": tg, "timers_ms": timers,
+                                                        "served_ms": served_ms, "rows": rows}
+    run.log(f"decode split, {label}, tg{tg} at depth 0 (server's DEBUG_TIMINGS averages):\n" + table(rows))
 
 
 def _batched_bench(run: Run, build_dir: str, model: str, served: list[str], pp: int, tgs: list[int],
