@@ -109,6 +109,6 @@ def batched_bench_argv(binary: str, model: str, served: list[str], npp: list[int
             "-ub", flag(("-ub", "--ubatch-size"), "512"), "-lm", flag(("-lm", "--load-mode"), "none"),
             "-npp", ",".join(map(str, npp)), "-ntg", ",".join(map(str, ntg)), "-npl", "1",
             "--output-format", "jsonl"]
-    if "--kv-unified" in served or "-kvu" in served:
+    if ("--kv-unified" in served or "-kvu" in served) and "--no-kv-unified" not in served:
         argv.append("-kvu")
     return argv

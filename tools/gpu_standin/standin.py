@@ -459,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure 05's launch with these flags set (repeatable), e.g. 'swa-full=--swa-full'")
     ap.add_argument("--split-variant", action="append", default=[], metavar="LABEL=FLAGS",
                     help="also split the decode time of 05's launch with these flags set (repeatable)")
+    ap.add_argument("--batched-bench-bin", default="", help="a llama-batched-bench already built for this "
+                    "llama.cpp (default: build it in --build-dir)")
     ap.add_argument("--debug-server", default="", help="a DEBUG_TIMINGS llama-server already built "
                     "(debug_timings.sh); default: build one beside --build-dir")
     ap.add_argument("--placed", default="", help="dry runs: record this GGUF as placed instead of running 03")
@@ -567,10 +569,12 @@ def main(argv: list[str] | None = None) -> int:
             run.phase(f"decode split: {'05' if not flags else '05 + ' + shlex.join(flags)} on a DEBUG_TIMINGS "
                       "server", 75 if debug_server["path"] else 110, lambda: _decode_split(
                           run, a.build_dir, st["server"]["argv"], tgs[-1], debug_server, label, flags))
-    if not a.binary:   # needs the build tree
-        if "batched-bench" not in skip:
-            run.phase("llama-batched-bench in 05's context", 60, lambda: _batched_bench(
-                run, a.build_dir, model_path, st["server"]["argv"], a.pp, tgs, deep))
+    if "batched-bench" not in skip and (a.batched_bench_bin or not a.binary):   # or built in the build tree
+        bb = {"path": a.batched_bench_bin}
+        for label, flags in [("05", [])] + [decode_gap.variant_flags(v) for v in a.split_variant]:
+            run.phase(f"llama-batched-bench in {'05' if not flags else '05 + ' + shlex.join(flags)}'s context",
+                      45, lambda: _batched_bench(run, a.build_dir, bb, model_path, decode_gap.with_flags(
+                          st["server"]["argv"], flags, replace_flag), [64, deep], tgs, label))
     for spec in a.variant:
         label, flags = decode_gap.variant_flags(spec)
         run.phase(f"06 on 05's launch + {label}", 60, lambda: _variant(
@@ -643,24 +647,28 @@ def _decode_split(run: Run, build_dir: str, served: list[str], tg: int, debug_se
     run.log(f"decode split, {label}, tg{tg} at depth 0 (server's DEBUG_TIMINGS averages):\n" + table(rows))
 
 
-def _batched_bench(run: Run, build_dir: str, model: str, served: list[str], pp: int, tgs: list[int],
-                   deep: int) -> None:
-    """llama_decode alone (no server, no sampling) in 05's context shape."""
-    p = subprocess.run(["cmake", "--build", build_dir, "--target", "llama-batched-bench", "-j", str(os.cpu_count())],
-                       capture_output=True, text=True, timeout=max(10, min(120, run.left() - 30)))
-    if p.returncode:
-        raise RuntimeError(f"building llama-batched-bench failed: {(p.stdout + p.stderr)[-1500:]}")
-    argv = decode_gap.batched_bench_argv(str(Path(build_dir) / "bin" / "llama-batched-bench"), model, served,
-                                         [pp, deep], tgs)
+def _batched_bench(run: Run, build_dir: str, bb: dict[str, str], model: str, served: list[str], npp: list[int],
+                   tgs: list[int], label: str) -> None:
+    """llama_decode alone (no server, no sampling) in 05's context shape: npp prompt tokens, then each
+    of tgs decoded at that depth."""
+    if not bb.get("path"):
+        p = subprocess.run(["cmake", "--build", build_dir, "--target", "llama-batched-bench", "-j",
+                            str(os.cpu_count())], capture_output=True, text=True,
+                           timeout=max(10, min(120, run.left() - 30)))
+        if p.returncode:
+            raise RuntimeError(f"building llama-batched-bench failed: {(p.stdout + p.stderr)[-1500:]}")
+        bb["path"] = str(Path(build_dir) / "bin" / "llama-batched-bench")
+    argv = decode_gap.batched_bench_argv(bb["path"], model, served, npp, tgs)
     run.log(shlex.join(argv))
     p = subprocess.run(argv, capture_output=True, text=True, timeout=max(10, run.left() - 5))
     (run.logs / "llama-batched-bench.err").write_text(p.stderr)
     rows = decode_gap.parse_batched_bench(p.stdout)
     if not rows:
         raise RuntimeError(f"llama-batched-bench printed no rows (rc {p.returncode}): {p.stderr[-1500:]}")
-    run.results["batched_bench"] = {"argv": argv, "rows": rows}
-    run.log("llama-batched-bench (pp tokens, then tg at that depth):\n" + table(
-        [{k: r[k] for k in ("pp", "tg", "n_kv", "speed_pp", "speed_tg")} for r in rows]))
+    run.results.setdefault("batched_bench", {})[label] = {"argv": argv, "rows": rows}
+    run.log(f"llama-batched-bench, {label} (pp tokens, then tg at that depth):\n" + table(
+        [{**{k: r[k] for k in ("pp", "tg", "n_kv", "speed_pp", "speed_tg")},
+          "tg ms/token": round(1000 / r["speed_tg"], 3) if r.get("speed_tg") else None} for r in rows]))
 
 
 def _ensure_choice(run: Run, model: str, model_dir: str) -> None:
