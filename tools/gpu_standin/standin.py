@@ -8,10 +8,17 @@ One call on a bare GPU machine (see run.sh beside this file, which installs the 
   → 02 plans it → 05 serves it with the plan's flags → 06 verifies and benchmarks it
     (llama-bench's tests through the server: pp2048 and tg32 at depth 0 and 8192)
   → llama-bench on the same file, same tests
-  → 06's measurement again on 05's launch without context checkpoints and with backend sampling
-    (the two per-request costs llama-bench skips), to show where any gap comes from
+  → 06's measurement again on 05's launch without context checkpoints (the per-prompt cost
+    llama-bench skips), and on any `--variant LABEL=FLAGS`
+  → the decode gap taken apart (decode_gap.py): a DEBUG_TIMINGS llama-server splits each token into
+    batch building, the GPU's decode and sampling; llama-batched-bench runs llama_decode alone in
+    05's context shape (also per `--split-variant`)
   → 02 at two contexts × two -ub, each against llama-server's own buffer log (-lv 4)
   → the same model under the seed guide's flags and under llama-server's defaults
+
+`PACK_BIN=1` (run.sh) sends the CUDA build back in parts; a later call carries them as `.lbbin/` and
+runs with `--binary /tmp/lb/bin/llama-server --debug-server /tmp/lb-debug-timings/llama-server`,
+skipping the 5-minute build (records/gpu-standin/NOTES.md has the exact calls).
 
 Every runbook runs under papermill; its executed notebook and JSON record land in RES/runs, the
 comparisons in RES/results.json and RES/summary.txt. Phases check the time left (BUDGET seconds
