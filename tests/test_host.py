@@ -45,8 +45,8 @@ VERDICTS = {
     ("gb10-driver-595", "llamacpp"): (F, table(P, W, S, P, S, F, P, P, S, S)),
     ("spark-cuda-not-on-path", "llamacpp"): (W, table(P, P, W, S, S, S, S, S, S, S)),
     ("spark-cuda-not-on-path", "vllm"): (P, table(P, P, P, S, S, S, S, S, S, S)),
-    ("nvidia-h100-not-gb10", "llamacpp"): (W, table(W, P, S, S, S, P, S, P, P, P)),
-    ("nvidia-h100-not-gb10", "sglang"): (W, table(W, P, S, S, S, P, S, P, P, P)),
+    ("nvidia-h100-not-gb10", "llamacpp"): (W, table(W, P, P, S, S, P, S, P, P, P)),
+    ("nvidia-h100-not-gb10", "sglang"): (W, table(W, P, P, S, S, P, S, P, P, P)),
     ("x86-debian12-no-gpu", "llamacpp"): (P, table(S, S, S, S, S, P, S, P, P, P)),
     ("x86-debian12-no-gpu", "sglang"): (F, table(F, S, S, S, S, F, S, P, P, P)),
     ("x86-debian12-no-gpu", "ollama"): (F, table(W, S, S, S, S, F, S, P, P, P)),
@@ -115,6 +115,14 @@ def test_what_an_owner_knows_about_each_box(home):
     x86 = run("x86-debian12-no-gpu")
     assert x86.target == "embedded" and x86.headline.startswith("snapshot x86-debian12-no-gpu: not a GB10 box")
     assert "not DGX OS" in check(x86, "DGX OS").value
+    assert "embedded default" in check(x86, "platform").value
+    # a catalogue model with llama.cpp on a box without a GPU: said as it is, not as the embedded default
+    cpu120 = host.run(model="gpt-oss-120b", host=str(SNAPS / "x86-debian12-no-gpu"))[0]
+    assert check(cpu120, "platform").status == W and "gpt-oss-120b on the CPU" in check(cpu120, "platform").value
+    assert "embedded" not in check(cpu120, "platform").value + check(cpu120, "CUDA toolkit on PATH").value
+    # a GPU that is not a GB10 still needs nvcc for 04's CUDA build; sm_121's minimum release does not apply
+    h100_cuda = check(run("nvidia-h100-not-gb10", engine="llamacpp"), "CUDA toolkit on PATH")
+    assert (h100_cuda.status, h100_cuda.value) == (P, "nvcc 13.0 on PATH")
 
 
 def test_engine_and_model_decide_disk_and_swap(home):

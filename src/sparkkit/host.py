@@ -173,9 +173,12 @@ def _platform(f: Facts, n: Need) -> Check:
         return c("fail", f"DGX OS box ({made}) but nvidia-smi lists no GPU: the driver does not reach it",
                  "sudo reboot, then nvidia-smi; if it still lists nothing: "
                  "docs.nvidia.com/dgx/dgx-spark/known-issues.html")
-    if n.engine == "llamacpp":
+    if n.engine == "llamacpp" and n.model == "embedded":
         return c("skip", f"no NVIDIA GPU found ({arch}); using the embedded default (a tiny gpt-oss-architecture "
                  "model on the CPU)", "run these runbooks on the Spark itself for the real model")
+    if n.engine == "llamacpp":
+        return c("warn", f"no NVIDIA GPU found ({arch}); llama.cpp would serve {n.model} on the CPU: far too slow",
+                 "run 01 on the GB10 box, or leave -p model unset for the embedded default here")
     slow = " (Ollama would fall back to the CPU: far too slow)" if n.engine == "ollama" else ""
     return c("warn" if slow else "fail", f"no NVIDIA GPU found ({arch}); {ENGINE_NAMES[n.engine]} serves {n.model} "
              f"on one{slow}", "run 01 on the GB10 box, or -p engine llamacpp for the embedded default here")
@@ -196,8 +199,8 @@ def _driver(f: Facts, n: Need) -> Check:
 def _cuda(f: Facts, n: Need) -> Check:
     c = _check("CUDA toolkit on PATH", "building llama.cpp for the GB10 (sm_121) needs nvcc 13.0 or later")
     install = "sudo apt install cuda-toolkit-13-0 && export PATH=/usr/local/cuda/bin:$PATH"
-    if not f.is_gb10:
-        return c("skip", "no GB10: the embedded default needs no CUDA toolkit")
+    if not f.is_gb10 and not f.gpu.names:
+        return c("skip", "no NVIDIA GPU: llama.cpp is built for the CPU here, without CUDA")
     if n.engine != "llamacpp":
         return c("pass", f"not needed: {ENGINE_NAMES[n.engine]} ships its own CUDA runtime")
     on_path, at_default = f.src.run("nvcc", "--version"), f.src.run(NVCC_DEFAULT, "--version")
@@ -207,7 +210,7 @@ def _cuda(f: Facts, n: Need) -> Check:
         return c("warn", f"no nvcc on PATH or at {NVCC_DEFAULT}", install)
     m = re.search(r"release (\d+)\.(\d+)", on_path or at_default or "")
     release = f"{m.group(1)}.{m.group(2)}" if m else "(unknown release)"
-    if m and int(m.group(1)) < 13:
+    if m and int(m.group(1)) < 13 and f.is_gb10:   # another GPU's arch is older than sm_121
         return c("warn", f"nvcc {release}: too old for sm_121", install)
     if on_path is None:
         return c("warn", f"nvcc {release} is at {NVCC_DEFAULT} but not on PATH", "export PATH=/usr/local/cuda/bin:$PATH")
