@@ -102,9 +102,9 @@ def test_a_variant_sets_valued_flags_and_adds_bare_ones_once():
     label, flags = decode_gap.variant_flags("swa-full=--swa-full --ctx-checkpoints 0 -ub 512")
     assert label == "swa-full" and flags == ["--swa-full", "--ctx-checkpoints", "0", "-ub", "512"]
     served = ["srv", "-m", "m", "-ub", "2048", "--swa-full", "--jinja"]
-    argv = decode_gap.with_flags(served, flags, standin.replace_flag)
+    argv = standin.with_flags(served, flags)
     assert argv == ["srv", "-m", "m", "-ub", "512", "--swa-full", "--jinja", "--ctx-checkpoints", "0"]
-    assert decode_gap.with_flags(["srv"], ["--temp", "-1"], standin.replace_flag) == ["srv", "--temp", "-1"]
+    assert standin.with_flags(["srv"], ["--temp", "-1"]) == ["srv", "--temp", "-1"]
     with pytest.raises(ValueError, match="LABEL=FLAGS"):
         decode_gap.variant_flags("--swa-full")
 

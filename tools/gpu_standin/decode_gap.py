@@ -35,21 +35,6 @@ def variant_flags(spec: str) -> tuple[str, list[str]]:
     return label.strip(), shlex.split(flags)
 
 
-def with_flags(argv: list[str], flags: list[str], replace_flag) -> list[str]:
-    """argv with each `--flag value` set (replaced or appended) and each bare `--flag` added once."""
-    out, i = list(argv), 0
-    while i < len(flags):
-        flag = flags[i]
-        if i + 1 < len(flags) and (not flags[i + 1].startswith("-") or re.fullmatch(r"-[0-9.]+", flags[i + 1])):
-            out = replace_flag(out, flag, flags[i + 1])
-            i += 2
-        else:
-            if flag not in out:
-                out.append(flag)
-            i += 1
-    return out
-
-
 def parse_timers(log_text: str) -> dict[str, float]:
     """The last DEBUG_TIMINGS report in a server log → {'t_decode': ms, …} (cumulative averages)."""
     last: dict[str, float] = {}

@@ -133,6 +133,21 @@ def replace_flag(argv: list[str], flag: str, value: str | None, aliases: tuple[s
     return out
 
 
+def with_flags(argv: list[str], flags: list[str]) -> list[str]:
+    """argv with each `--flag value` set (replaced or appended) and each bare `--flag` added once."""
+    out, i = list(argv), 0
+    while i < len(flags):
+        flag = flags[i]
+        if i + 1 < len(flags) and (not flags[i + 1].startswith("-") or re.fullmatch(r"-[0-9.]+", flags[i + 1])):
+            out = replace_flag(out, flag, flags[i + 1])
+            i += 2
+        else:
+            if flag not in out:
+                out.append(flag)
+            i += 1
+    return out
+
+
 def guide_argv(binary: str, model: str, port: int, help_text: str) -> tuple[list[str], list[str], str]:
     """(verbatim argv, runnable argv, what changed): --no-mmap becomes this build's equivalent."""
     sys.path.insert(0, str(ROOT / "src"))
@@ -570,18 +585,20 @@ def main(argv: list[str] | None = None) -> int:
     run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
         run, st["server"]["argv"], a.pp, tgs, depths, measured))
     _log_bench_vs_06(run, measured)
+    # 05's launch and each --split-variant: (label, flags, the phase's name for it)
+    splits = [("05", [], "05")] + [(label, flags, "05 + " + shlex.join(flags))
+                                   for label, flags in map(decode_gap.variant_flags, a.split_variant)]
     if "debug-timings" not in skip and (a.debug_server or not a.binary):   # built from the build tree
         debug_server = {"path": a.debug_server}
-        for label, flags in [("05", [])] + [decode_gap.variant_flags(v) for v in a.split_variant]:
-            run.phase(f"decode split: {'05' if not flags else '05 + ' + shlex.join(flags)} on a DEBUG_TIMINGS "
-                      "server", 75 if debug_server["path"] else 110, lambda: _decode_split(
-                          run, a.build_dir, st["server"]["argv"], tgs[-1], debug_server, label, flags))
+        for label, flags, name in splits:
+            run.phase(f"decode split: {name} on a DEBUG_TIMINGS server", 75 if debug_server["path"] else 110,
+                      lambda: _decode_split(run, a.build_dir, st["server"]["argv"], tgs[-1], debug_server, label,
+                                            flags))
     if "batched-bench" not in skip and (a.batched_bench_bin or not a.binary):   # or built in the build tree
         bb = {"path": a.batched_bench_bin}
-        for label, flags in [("05", [])] + [decode_gap.variant_flags(v) for v in a.split_variant]:
-            run.phase(f"llama-batched-bench in {'05' if not flags else '05 + ' + shlex.join(flags)}'s context",
-                      45, lambda: _batched_bench(run, a.build_dir, bb, model_path, decode_gap.with_flags(
-                          st["server"]["argv"], flags, replace_flag), [64, deep], tgs, label))
+        for label, flags, name in splits:
+            run.phase(f"llama-batched-bench in {name}'s context", 45, lambda: _batched_bench(
+                run, a.build_dir, bb, model_path, with_flags(st["server"]["argv"], flags), [64, deep], tgs, label))
     for spec in a.variant:
         label, flags = decode_gap.variant_flags(spec)
         run.phase(f"06 on 05's launch + {label}", 60, lambda: _variant(
@@ -608,7 +625,7 @@ def _log_bench_vs_06(run: Run, measured: dict[str, dict[str, float]]) -> None:
 
 def _variant(run: Run, served: list[str], label: str, flags: list[str], pp: int, tgs: list[int],
              depths: list[int], measured: dict[str, dict[str, float]]) -> None:
-    argv = decode_gap.with_flags(replace_flag(served, "--port", str(free_port())), flags, replace_flag)
+    argv = with_flags(replace_flag(served, "--port", str(free_port())), flags)
     with Server(run, argv, f"variant-{label}") as s:
         runs = measure(s.port, pp, tgs[0], depths, 3)
     name = f"same + {shlex.join(flags)}"
@@ -618,17 +635,19 @@ def _variant(run: Run, served: list[str], label: str, flags: list[str], pp: int,
     run.log(f"{name}: {json.dumps(measured[name])}")
 
 
-def _greedy_decodes(port: int, tg: int, seconds: float) -> list[float]:
-    """Unstreamed greedy top-1 requests on one cached prompt for `seconds` (at least 3): each one's
-    predicted_per_token_ms."""
-    import httpx
-    body = {"model": "m", "max_tokens": tg, "stream": False, "ignore_eos": True, "temperature": 0, "top_k": 1,
-            "messages": [{"role": "user", "content": "Count slowly."}]}
-    out: list[float] = []
+def _greedy_decodes(port: int, tg: int, seconds: float) -> list[float | None]:
+    """06's engine decode request (unstreamed, greedy top-1) on one cached prompt, again for `seconds`
+    (at least 3 times): each one's ms per generated token (None for a 1-token reply)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from sparkkit import bench, verify
+    out: list[float | None] = []
     t_end = time.monotonic() + seconds
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+    with verify.client(f"http://127.0.0.1:{port}") as c:
+        model = verify.served_model(c)
         while len(out) < 3 or time.monotonic() < t_end:
-            out.append(c.post("/v1/chat/completions", json=body).json()["timings"]["predicted_per_token_ms"])
+            tps = bench.one_run(c, model, "Count slowly.", tg, stream=False,
+                                sampling=bench.ENGINE_SAMPLING)["decode tok/s"]
+            out.append(1000 / tps if tps else None)
     return out
 
 
@@ -640,7 +659,7 @@ def _decode_split(run: Run, build_dir: str, served: list[str], tg: int, debug_se
         debug_server["path"] = decode_gap.build_debug_server(build_dir, "/tmp/lb-debug-timings",
                                                              max(30, min(150, run.left() - 40)))
     argv = [debug_server["path"], *replace_flag(served, "--port", str(free_port()))[1:]]
-    argv = decode_gap.with_flags(argv, flags or [], replace_flag)
+    argv = with_flags(argv, flags or [])
     with Server(run, argv, f"debug-timings-{label}") as s:
         served_ms = _greedy_decodes(s.port, tg, 12)
         time.sleep(5.5)            # the timers print from the next update after 5 s
@@ -648,7 +667,7 @@ def _decode_split(run: Run, build_dir: str, served: list[str], tg: int, debug_se
         time.sleep(0.5)
     timers = decode_gap.parse_timers(s.logpath.read_text(errors="replace"))
     ref = run.results.get("llama_bench", {}).get("rows", {}).get(f"tg{tg}@d0", {}).get("median")
-    rows = decode_gap.split_rows(timers, statistics.median(served_ms), 1000 / ref if ref else None)
+    rows = decode_gap.split_rows(timers, statistics.median(m for m in served_ms if m), 1000 / ref if ref else None)
     run.results.setdefault("decode_split", {})[label] = {"argv": argv, "tg": tg, "timers_ms": timers,
                                                         "served_ms": served_ms, "rows": rows}
     run.log(f"decode split, {label}, tg{tg} at depth 0 (server's DEBUG_TIMINGS averages):\n" + table(rows))
