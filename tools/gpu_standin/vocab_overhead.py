@@ -32,9 +32,8 @@ def bench_ms(binary: Path, model: Path, tokens: int, threads: int, reps: int) ->
 
 
 def server_ms(binary: Path, model: Path, tokens: int, threads: int, reps: int) -> dict[str, float]:
-    import httpx
 
-    from sparkkit import serve, verify
+    from sparkkit import bench, serve, verify
     port = serve.free_port()
     proc = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "-c", "4096", "--jinja",
                              "-t", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -42,12 +41,12 @@ def server_ms(binary: Path, model: Path, tokens: int, threads: int, reps: int) -
         serve.wait_healthy(proc, f"http://127.0.0.1:{port}", Path("/dev/null"), 120)
         res = {}
         with verify.client(f"http://127.0.0.1:{port}") as c:
-            for name, sampling in (("greedy top-1", {"temperature": 0, "top_k": 1}), ("default sampling", {})):
+            model = verify.served_model(c)
+            for name, sampling in (("greedy top-1", bench.ENGINE_SAMPLING), ("default sampling", {})):
                 ms = []
                 for i in range(reps + 1):   # the first request warms up
-                    body = {"model": "m", "max_tokens": tokens, "stream": False, "ignore_eos": True,
-                            "messages": [{"role": "user", "content": f"{i} {time.time()} go"}], **sampling}
-                    ms.append(c.post("/v1/chat/completions", json=body).json()["timings"]["predicted_per_token_ms"])
+                    row = bench.one_run(c, model, f"{i} {time.time()} go", tokens, stream=False, sampling=sampling)
+                    ms.append(1000 / row["decode tok/s"])
                 res[name] = statistics.median(ms[1:])
         return res
     finally:
