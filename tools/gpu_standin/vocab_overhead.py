@@ -32,7 +32,6 @@ def bench_ms(binary: Path, model: Path, tokens: int, threads: int, reps: int) ->
 
 
 def server_ms(binary: Path, model: Path, tokens: int, threads: int, reps: int) -> dict[str, float]:
-
     from sparkkit import bench, serve, verify
     port = serve.free_port()
     proc = subprocess.Popen([str(binary), "-m", str(model), "--port", str(port), "-c", "4096", "--jinja",
