@@ -197,7 +197,7 @@ def _driver(f: Facts, n: Need) -> Check:
 
 
 def _cuda(f: Facts, n: Need) -> Check:
-    c = _check("CUDA toolkit on PATH", "building llama.cpp for the GB10 (sm_121) needs nvcc 13.0 or later")
+    c = _check("CUDA toolkit on PATH", "04 builds llama.cpp with CUDA: it needs nvcc, 13.0 or later for the GB10 (sm_121)")
     install = "sudo apt install cuda-toolkit-13-0 && export PATH=/usr/local/cuda/bin:$PATH"
     if not f.is_gb10 and not f.gpu.names:
         return c("skip", "no NVIDIA GPU: llama.cpp is built for the CPU here, without CUDA")
