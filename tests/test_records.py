@@ -63,3 +63,20 @@ def test_rerunning_a_step_keeps_the_earlier_record():
     assert len(kept) == 3 and json.loads((run / "06-verify.json").read_text())["headline"] == "third"
     older = {json.loads(p.read_text())["headline"] for p in run.glob("06-verify.*.json")}
     assert older == {"first", "second"}
+
+
+def test_two_processes_writing_state_at_once_lose_no_section(tmp_path):
+    """03 and 04 run side by side under `sparkkit run`: each writes its own section, many times."""
+    import subprocess
+    import sys
+    code = ("import sys; from sparkkit import records\n"
+            "for i in range(150): records.update_state(sys.argv[1], {'i': i})\n")
+    env = {**os.environ, "SPARKKIT_HOME": str(tmp_path / "home")}
+    procs = [subprocess.Popen([sys.executable, "-c", code, name], env=env, stderr=subprocess.PIPE)
+             for name in ("model", "engine", "plan")]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    state = records.load_state()
+    assert {k: state[k] for k in ("model", "engine", "plan")} == {k: {"i": 149} for k in ("model", "engine", "plan")}
+    leftovers = [p.name for p in records.state_path().parent.iterdir() if p.name.endswith(".partial")]
+    assert leftovers == [] and stat.S_IMODE(os.stat(records.state_path()).st_mode) == 0o600

@@ -13,10 +13,13 @@ A record is ``{"schema", "step", "verdict": pass|warn|fail, "headline", "finishe
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,14 +61,33 @@ def redact(obj: Any) -> Any:
 
 
 def _write_json(path: Path, data: Any, mode: int = 0o644) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    """Write atomically: a crash leaves the old file or the new one, never half of one. The temporary
+    file has a name of its own (two writers never share one) and the final mode from its creation."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _state_lock():
+    """One writer of the state file at a time, across processes (03 and 04 run side by side in `sparkkit run`)."""
+    lock = state_path().with_name("state.json.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing releases the lock
 
 
 # ----------------------------------------------------------------------------- state file
@@ -85,14 +107,18 @@ def load_state() -> dict[str, Any]:
 
 
 def update_state(section: str, value: Any) -> dict[str, Any]:
-    """Replace one section of the state file (None removes it) and return the new state."""
-    state = load_state()
-    if value is None:
-        state.pop(section, None)
-    else:
-        state[section] = value
-    state["schema"] = STATE_SCHEMA
-    _write_json(state_path(), state, mode=0o600)
+    """Replace one section of the state file (None removes it) and return the new state.
+
+    Read, change and write happen under the state lock, so two steps writing their own sections at
+    once both land (without it the later write dropped the earlier one's section)."""
+    with _state_lock():
+        state = load_state()
+        if value is None:
+            state.pop(section, None)
+        else:
+            state[section] = value
+        state["schema"] = STATE_SCHEMA
+        _write_json(state_path(), state, mode=0o600)
     return state
 
 
