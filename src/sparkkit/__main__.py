@@ -9,10 +9,17 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sparkkit", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run the seven runbooks in order and print a summary")
-    r.add_argument("--run-dir", default="", help="where records go (default: runs/<timestamp>)")
+    r = sub.add_parser("run", help="run the seven runbooks in order and print a summary",
+                       description="Run the seven runbooks in order (03 beside 04) and print a summary. Each choice "
+                                   "below is a runbook parameter: same name, default and check as its parameters cell.")
+    r.add_argument("--run-dir", default="", help="where records go (default: $SPARKKIT_RUNS or "
+                                                 "$SPARKKIT_HOME/runs, then <timestamp>)")
     r.add_argument("--keep-serving", choices=["auto", "yes", "no"], default="auto",
                    help="leave the server running afterwards (auto: yes on a GB10, no for the embedded default)")
+    params = _owner_parameters()
+    for p in params.values():
+        r.add_argument("--" + p.name.replace("_", "-"), dest=p.name, default=None, metavar=p.type.upper(),
+                       help=f"{p.help} (default: {p.default!r}; runbooks/{p.runbook}.ipynb)".replace("%", "%%"))
     sub.add_parser("stop", help="stop the server sparkkit started (never any other process)")
     sub.add_parser("status", help="is the sparkkit server running?")
     sub.add_parser("install-cli", help="install the pinned Claude Code CLI")
@@ -21,8 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("dir", metavar="DIR", help="a new or empty directory")
     a = ap.parse_args(argv)
     if a.cmd == "run":
+        from .choices import check, convert
+        from .errors import ParameterError
         from .runner import run_all
-        return run_all(a.run_dir, a.keep_serving)
+        try:
+            chosen = {n: convert(p, getattr(a, n)) for n, p in params.items() if getattr(a, n) is not None}
+            check(chosen)
+        except ParameterError as e:
+            print(f"sparkkit run: {e}", file=sys.stderr)
+            return 2
+        return run_all(a.run_dir, a.keep_serving, choices=chosen)
     if a.cmd == "stop":
         from .serve import stop
         print(stop()["message"])
@@ -46,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     return 2
+
+
+def _owner_parameters():
+    from .choices import parameters
+    from .runner import runbooks
+    return parameters(runbooks()[0].parent)
 
 
 if __name__ == "__main__":

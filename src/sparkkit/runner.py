@@ -1,27 +1,44 @@
 """`make run`: execute the seven runbooks with papermill, in order, and summarise them.
 
-Each executed notebook lands in the run directory next to the JSON record it wrote. The
-summary prints step, verdict, key figure and duration, plus how much of the wall time went to
-starting kernels (the part no runbook code can speed up).
+Each executed notebook lands in the run directory next to the JSON record it wrote. What a
+runbook prints (download and build progress, CLI turns) streams to the terminal as it happens,
+each line prefixed with its step. 03 (placing the model: a 63 GB download on a GB10) and 04
+(the engine: a 5–10 minute CUDA build) need nothing of each other, so they run side by side.
+The owner's choices (`sparkkit.choices`) go to every runbook that takes them. The summary prints
+step, verdict, key figure and duration, plus how much of the wall time went to starting kernels
+(the part no runbook code can speed up).
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from traitlets.config import Config
 
 from . import records
 
-EMBEDDED_TARGET_S = 90     # issue: make run on the embedded default, 2 cores, install excluded
+EMBEDDED_TARGET_S = 60     # make run on the embedded default, 2 cores, install excluded (issue 10's goal)
 REPO_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 
 
 # Kernels talk over Unix sockets, not TCP ports on localhost (ipykernel warns about unencrypted TCP).
 _IPC = Config({"KernelManager": {"transport": "ipc"}})
+
+
+def _ipc_config(step: str) -> Config:
+    """IPC sockets of a kernel of its own: with ipc, "ip" is the sockets' path prefix, and two kernels
+    started side by side on the default prefix (kernel-ipc-N in the working directory) took each other's
+    messages ("Invalid Signature")."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix=f"sparkkit-{step[:2]}-"))
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(base / "kernel")}})
 
 
 def runbooks(directory: Path | None = None) -> list[Path]:
@@ -36,38 +53,95 @@ def _cell_seconds(nb) -> float:
     return sum(float((c.get("metadata", {}).get("papermill") or {}).get("duration") or 0) for c in nb.cells)
 
 
-def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | None = None) -> int:
+class _Prefixed:
+    """A file-like sink for papermill's stdout_file/stderr_file: whole lines, each tagged with its step."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, step: str, stream=None):
+        self.tag, self.stream, self.pending = f"  {step[:2]} │ ", stream or sys.stdout, ""
+
+    def write(self, text: str) -> None:
+        # carriage returns (progress bars redrawing a line) become new lines: a log keeps every state
+        self.pending += text.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, self.pending = self.pending.split("\n")
+        if lines:
+            with self._lock:
+                self.stream.write("".join(f"{self.tag}{ln}\n" for ln in lines if ln.strip()))
+                self.stream.flush()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.pending.strip():
+            self.write("\n")
+
+
+# Steps that need nothing of each other and run side by side: 03 downloads, 04 builds.
+SIDE_BY_SIDE = ("03-place-model", "04-engine")
+
+
+def _groups(paths: list[Path], parallel: bool) -> list[list[Path]]:
+    groups: list[list[Path]] = []
+    for p in paths:
+        if parallel and groups and p.stem in SIDE_BY_SIDE and all(q.stem in SIDE_BY_SIDE for q in groups[-1]):
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _execute(nb_path: Path, out: Path, parameters: dict[str, Any],
+             stream=None) -> tuple[float, float, str | None]:
+    """Run one runbook; (its wall seconds, seconds spent inside its cells, failure or None)."""
     import papermill as pm
+    sink, t0 = _Prefixed(nb_path.stem, stream), time.monotonic()
+    try:
+        nb = pm.execute_notebook(str(nb_path), str(out), parameters=parameters, kernel_name="python3",
+                                 progress_bar=False, cwd=str(nb_path.parent), config=_ipc_config(nb_path.stem),
+                                 stdout_file=sink, stderr_file=sink)
+        return time.monotonic() - t0, _cell_seconds(nb), None
+    except pm.PapermillExecutionError as e:
+        return time.monotonic() - t0, float("nan"), f"{nb_path.stem}: {e.ename}: {e.evalue}"
+    finally:
+        sink.close()
+
+
+def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | None = None,
+            choices: dict[str, Any] | None = None, parallel: bool = True) -> int:
+    """Run every runbook in `directory` in order (03 beside 04), handing each the owner's `choices`
+    it takes; print the summary; 0 when every step passed or warned, else 1."""
+    from .choices import per_runbook
 
     target = Path(run_dir) if run_dir else records.runs_root() / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = records.run_dir(str(target))
+    given = per_runbook(choices or {})
     rows, failed = [], None
     t_all = time.monotonic()
-    for nb_path in runbooks(directory):
-        step = nb_path.stem
-        print(f"▶ {step} …", flush=True)
-        t0 = time.monotonic()
-        out = target / nb_path.name
-        try:
-            nb = pm.execute_notebook(str(nb_path), str(out), parameters={"run_dir": str(target)},
-                                     kernel_name="python3", progress_bar=False, cwd=str(nb_path.parent),
-                                     config=_IPC)
-            cells = _cell_seconds(nb)
-        except pm.PapermillExecutionError as e:
-            failed = f"{step}: {e.ename}: {e.evalue}"
-            cells = float("nan")
-        wall = time.monotonic() - t0
-        rec_path = target / f"{step}.json"
-        rec = records.read_record(rec_path) if rec_path.exists() else {}
-        rows.append({"step": step, "verdict": rec.get("verdict", "fail" if failed else "?"),
-                     "key figure": rec.get("headline", failed or ""), "seconds": round(wall, 1),
-                     "kernel+overhead s": round(wall - cells, 1) if cells == cells else None})
+    for group in _groups(runbooks(directory), parallel):
+        print(("▶ " + " ∥ ".join(p.stem for p in group) + " …" + (" (side by side)" if len(group) > 1 else "")),
+              flush=True)
+        with ThreadPoolExecutor(max_workers=len(group)) as pool:
+            futures = [pool.submit(_execute, p, target / p.name, {"run_dir": str(target), **given.get(p.stem, {})})
+                       for p in group]
+            results = [f.result() for f in futures]
+        for nb_path, (wall, cells, error) in zip(group, results):
+            step = nb_path.stem
+            rec_path = target / f"{step}.json"
+            rec = records.read_record(rec_path) if rec_path.exists() else {}
+            rows.append({"step": step, "verdict": rec.get("verdict", "fail" if error else "?"),
+                         "key figure": rec.get("headline", error or ""), "seconds": round(wall, 1),
+                         # side by side, the kernels start together: their overhead is counted once
+                         "kernel+overhead s": (round(wall - cells, 1) if cells == cells and nb_path == group[0]
+                                               else None)})
+            failed = failed or error
         if failed:
             break
     total = time.monotonic() - t_all
     table = pd.DataFrame(rows)
-    with pd.option_context("display.max_colwidth", 90, "display.width", 200):
-        print("\n" + table.to_string(index=False))
+    with pd.option_context("display.max_colwidth", None, "display.width", 10_000):   # whole cells
+        print("\n" + table.to_string(index=False, na_rep=""))
     overhead = table["kernel+overhead s"].dropna().sum()
     print(f"\ntotal {total:.1f} s, of which kernel start-up and papermill overhead {overhead:.1f} s "
           f"({100 * overhead / total:.0f} %)")
