@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-# Everything sparkkit writes stays in this checkout unless you say otherwise.
-export SPARKKIT_HOME       ?= $(CURDIR)/.sparkkit
-export SPARKKIT_RUNS       ?= $(CURDIR)/runs
+# State, models, server records and runs live in $SPARKKIT_HOME (default ~/.sparkkit) — the same place
+# `sparkkit stop`/`status` in any shell and papermill by hand look, so a server started one way is found
+# the other way. Export SPARKKIT_HOME to move all of it. Only the pinned Claude Code CLI (~400 MB, shared
+# by every home and by the tests) is installed in this checkout.
 export SPARKKIT_CLAUDE_DIR ?= $(CURDIR)/.sparkkit/claude-code
 
 .PHONY: run test setup setup-dev stop clean
