@@ -221,9 +221,23 @@ def status() -> dict[str, Any]:
             "log": server.get("log"), "started_at": server.get("started_at")}
 
 
+def read_key_file(path: str) -> str:
+    """The API key held in `path` (the owner's 0600 file); one sentence when it cannot be used."""
+    from .errors import ParameterError
+    p = Path(path).expanduser()
+    try:
+        key = p.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParameterError("api_key_file", path, f"a readable file that holds the key ({e.__class__.__name__})") from None
+    if not key:
+        raise ParameterError("api_key_file", path, "a file that holds the key (it is empty)")
+    return key
+
+
 def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api_key: str = "",
-        force: bool = False) -> Started:
-    """Runbook 05: serve the placed model with the plan's context/slots/KV type."""
+        force: bool = False, api_key_file: str = "") -> Started:
+    """Runbook 05: serve the placed model with the plan's context/slots/KV type. The key comes from
+    `api_key_file` (so it never becomes a papermill parameter) or, as before, `api_key`."""
     from . import plan as plans
     from .engines import check_engine
     from .engines import llamacpp
@@ -232,6 +246,8 @@ def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api
 
     check_engine(engine)
     check_int("port", port, 1, 65535)
+    if api_key_file:
+        api_key = read_key_file(api_key_file)
     check_bind(host, bool(api_key))
     state = records.load_state()
     model = state.get("model")
@@ -244,7 +260,7 @@ def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api
     state = records.load_state()
     plan, runtime = state["plan"], state["engine"]["runtime"]
     if runtime["kind"] == "binary" and not runtime.get("path"):
-        raise StateError("llama-server is not built yet: run 04-engine with -p build_now True, "
+        raise StateError("llama-server is not built yet: run 04-engine with -p build yes, "
                          "or pass -p binary /path/to/llama-server to 04")
     if plan["verdict"] == "does not fit" and not force:
         raise ParameterError("force", force, f"True to launch anyway — the plan from 02 does not fit "

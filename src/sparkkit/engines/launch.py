@@ -38,7 +38,8 @@ def check_bind(host: str, has_key: bool) -> None:
     """Secure by default: loopback, or the LAN only behind an API key."""
     if not is_loopback(host) and not has_key:
         raise ParameterError("host", host, "127.0.0.1 (default), or a LAN address together with an API key "
-                                           "(-p api_key <secret>) — an open server on the LAN runs anyone's prompts")
+                                           "(-p api_key_file <a 0600 file holding it>; sparkkit run --api-key-file) — an open server "
+                                           "on the LAN runs anyone's prompts")
 
 
 @dataclass(frozen=True)
