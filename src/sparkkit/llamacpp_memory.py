@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .engines.embedded import LLAMA_CPP_RELEASE
 from .model import Architecture
 
 # ggml_row_size(type, n) / n for the KV cache types llama.cpp accepts (-ctk/-ctv): block formats
@@ -534,17 +535,21 @@ def _shape(arch: Architecture) -> _Shape:
 # llama.cpp builds whose graph is replayed: b11549 (the pinned xllamacpp; 2026-10) and 0c1e57098,
 # the tree research/gpu-standin.md measured on CUDA (before the mixed token/embedding input path).
 BUILDS = ("b11549", "0c1e57098")
+# The default follows the one pin (engines.embedded.PINNED_XLLAMACPP): a new pin whose graph is not
+# replayed here fails loudly below instead of planning with an older build's graph.
+DEFAULT_BUILD = LLAMA_CPP_RELEASE
 
 
 def compute_buffers(arch: Architecture, context: int, slots: int = 1, ubatch: int = 2048, kv_type: str = "f16",
                     unified: bool = True, backend: str = "cpu", swa_full: bool = False,
-                    build: str = "b11549") -> dict[str, int]:
+                    build: str = DEFAULT_BUILD) -> dict[str, int]:
     """The compute buffers llama.cpp reserves: {"CPU": bytes} for the CPU backend, {"CUDA0": …,
     "CUDA_Host": …} for a CUDA build with every layer on the GPU (flash attention on)."""
     if arch.arch not in SUPPORTED_ARCHS:
         raise ValueError(f"no llama.cpp graph for architecture {arch.arch!r} (known: {', '.join(SUPPORTED_ARCHS)})")
     if build not in BUILDS:
-        raise ValueError(f"build {build!r}: replayed builds are {', '.join(BUILDS)}")
+        raise ValueError(f"build {build!r}: replayed builds are {', '.join(BUILDS)} (a new xllamacpp pin needs its "
+                         "llama.cpp graph checked against the engine's log and added to llamacpp_memory.BUILDS)")
     lay = kv_layout(arch, context, slots, ubatch, unified, swa_full)
     return dict(_compute(_shape(arch), lay, slots, kv_type, backend, build == "b11549"))
 

@@ -20,7 +20,10 @@ from typing import Any
 
 from .launch import ALL_LAYERS, Launch
 
+# The one pin: pyproject's xllamacpp==, the llama.cpp release 02's memory model replays
+# (llamacpp_memory) and the source 04 builds for CUDA (engines.llamacpp.SDISTS) all follow it.
 PINNED_XLLAMACPP = "2026.10.11549"   # = llama.cpp b11549 (2026-10-10)
+LLAMA_CPP_RELEASE = "b" + PINNED_XLLAMACPP.rsplit(".", 1)[-1]   # xllamacpp YYYY.MM.N wraps llama.cpp release bN
 
 
 def runtime_info() -> dict[str, Any]:

@@ -4,26 +4,57 @@ The build is rendered as commands (04 shows them; `build()` runs them with live 
 GB10 needs `-DCMAKE_CUDA_ARCHITECTURES=121a-real` for the native MXFP4 tensor-core path
 (llama.cpp PR #17906: pp2048 1937 → 2438 tok/s); other GPUs get their own compute capability.
 
-The source is a git clone, or a pinned local tree without `.git` (e.g. the llama.cpp vendored in
-the llama-cpp-python sdist, for machines without network). A local tree is configured with
-`GIT_DIR=/nonexistent` (else CMake stamps in the commit of whatever repository encloses it) and
-without the web UI (its assets would be fetched); its `tools/ui/*.in` files must still be there.
+The source is pinned: the llama.cpp tree vendored in the PyPI sdist of the pinned xllamacpp
+(`thirdparty/llama.cpp`, which is llama.cpp release LLAMA_CPP_RELEASE, the build 02's memory
+model replays and the embedded engine runs), fetched once, checked by its sha256 (SDISTS) and
+extracted under `records.home()/build/`. It has no `.git`, so it is configured with
+`GIT_DIR=/nonexistent` (else CMake stamps in the commit of whatever repository encloses it), with
+the release number and commit passed in (-DLLAMA_BUILD_NUMBER/-DLLAMA_BUILD_COMMIT), and without
+the web UI (its assets would be fetched); its `tools/ui/*.in` files must still be there.
+An owner may bring a tree of their own (`src_dir`: a git checkout, whose commit is recorded, or a
+local tree) or a built binary (`binary`).
+
+A finished build leaves a stamp beside it (STAMP: source, CUDA arch, CMake flags, release,
+commit); a later 04 whose stamp matches, with a binary that answers `--version`, reuses it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ParameterError, SparkkitError
+from .embedded import LLAMA_CPP_RELEASE, PINNED_XLLAMACPP
 
-LLAMA_CPP_REPO = "https://github.com/ggml-org/llama.cpp"
+# The PyPI sdist of each xllamacpp pin (its thirdparty/llama.cpp is the release the pin wraps), checked
+# by hash: bumping PINNED_XLLAMACPP needs its row here (url, sha256 and size from
+# https://pypi.org/simple/xllamacpp/ as JSON; `pip download` would run the sdist's build backend).
+# commit: llama.cpp's git commit of that release. For b11549 it was not found (the sdist carries no
+# .git, and the xorbitsai/xllamacpp history searchable when this was written ends at b8929, before its
+# submodule moved to b11549), so the release tag stands in for it: `llama-server --version` then says
+# "version: 11549 (b11549)", which names the source as exactly as the commit would.
+SDISTS: dict[str, dict[str, Any]] = {
+    "2026.10.11549": {
+        "url": "https://files.pythonhosted.org/packages/87/62/b6dfaaf346d3d4fd0e2a2df755f2693b77673f2735da7ba0592af9d2f09e/"
+               "xllamacpp-2026.10.11549.tar.gz",
+        "sha256": "c17ee1163006f70726abb9f72137830818f3d8cb60bfc34cb232d08428eaa22b",
+        "bytes": 37_722_765,
+        "commit": "b11549",
+    },
+}
+SDIST_TREE = ("thirdparty", "llama.cpp")   # where the sdist keeps llama.cpp, below its top folder
+STAMP = "sparkkit-build.json"              # beside the build: what it was built from and how
+MARKER = "SPARKKIT_SOURCE"                 # in an extracted (or carried) tree: which sdist it came from
+BUILD_MODES = ("auto", "yes", "no")
 # GPU name (nvidia-smi) → CMAKE_CUDA_ARCHITECTURES
 CUDA_ARCHS = {"GB10": "121a-real", "H100": "90", "H200": "90", "GH200": "90", "B200": "100", "L40S": "89",
               "RTX 4090": "89", "A100": "80"}
@@ -37,27 +68,277 @@ def cuda_arch_for(gpu_name: str) -> str:
                                                 "(no default for this GPU; pass -p cuda_arch NN)")
 
 
-def build_commands(src_dir: str, cuda_arch: str = "121a-real", jobs: int | None = None,
-                   clone: bool = True, build_dir: str = "", generator: str = "", offline: bool = False) -> list[str]:
-    """Shell commands that build llama-server and llama-bench with CUDA from `src_dir`.
+def sdist(version: str = PINNED_XLLAMACPP) -> dict[str, Any]:
+    """The pinned sdist: url, sha256, bytes, commit, plus its file name and the llama.cpp release."""
+    if version not in SDISTS:
+        raise SparkkitError(f"xllamacpp {version} is pinned but sparkkit.engines.llamacpp.SDISTS has no row for its "
+                            "sdist: add its url, sha256 and size (from https://pypi.org/simple/xllamacpp/) and the "
+                            "llama.cpp commit, so 04 builds the release the plan models")
+    entry = SDISTS[version]
+    return {**entry, "version": version, "name": entry["url"].rsplit("/", 1)[-1],
+            "release": "b" + version.rsplit(".", 1)[-1]}
 
-    `offline`: `src_dir` is a local tree without `.git` (no clone, no commit stamping, no web UI
-    download); `build_dir` defaults to `src_dir/build`; `generator` e.g. "Ninja"."""
+
+def pinned_tree(home: str | Path | None = None) -> Path:
+    """Where 04 extracts the pinned llama.cpp (`home`: records.home() by default)."""
+    if home is None:
+        from .. import records
+        home = records.home()
+    return Path(home).expanduser() / "build" / f"llama.cpp-{LLAMA_CPP_RELEASE}"
+
+
+def pinned_source_commands(home: str = "~/.sparkkit") -> list[str]:
+    """Shell commands doing what 04 does in Python before the build: fetch the pinned sdist, check its
+    sha256, extract its thirdparty/llama.cpp (shown to owners who build by hand; 04 does not run them)."""
+    e = sdist()
+    archive = _shell_path(f"{home}/build/sources/{e['name']}")
+    tree = _shell_path(f"{home}/build/llama.cpp-{e['release']}")
+    top = e["name"][:-len(".tar.gz")]
+    return [f"test -f {archive} || curl -fL --create-dirs -o {archive} {e['url']}",
+            f"printf '%s  %s\\n' {e['sha256']} {archive} | sha256sum -c",
+            f"mkdir -p {tree} && tar xzf {archive} -C {tree} --strip-components={1 + len(SDIST_TREE)} "
+            f"{top}/{'/'.join(SDIST_TREE)}"]
+
+
+def pinned_build_commands(cuda_arch: str, home: str = "~/.sparkkit", jobs: int | None = None,
+                          generator: str = "") -> list[str]:
+    """The commands that build the pinned tree (as 04 shows them; `home` kept as written)."""
+    e = sdist()
+    return build_commands(f"{home}/build/llama.cpp-{e['release']}", cuda_arch, jobs=jobs, generator=generator,
+                          offline=True, build_number=int(e["release"][1:]), commit=e["commit"])
+
+
+def build_commands(src_dir: str, cuda_arch: str = "121a-real", jobs: int | None = None,
+                   build_dir: str = "", generator: str = "", offline: bool = False,
+                   build_number: int | None = None, commit: str = "") -> list[str]:
+    """Shell commands that build llama-server and llama-bench with CUDA from the tree `src_dir`.
+
+    `offline`: `src_dir` is a local tree without `.git` (no commit stamping from git, no web UI
+    download); `build_number`/`commit`: what llama-server --version reports (the pinned tree's
+    release); `build_dir` defaults to `src_dir/build`; `generator` e.g. "Ninja". Nothing is cloned:
+    the tree is the pinned release 04 extracts, or one the owner brings."""
     src = _shell_path(str(src_dir))
     out = _shell_path(str(build_dir)) if build_dir else f"{src}/build"
-    cmds = []
-    if clone and not offline:
-        cmds.append(f"test -d {src}/.git || git clone --depth 1 {LLAMA_CPP_REPO} {src}")
     env = "GIT_DIR=/nonexistent " if offline else ""
     gen = f" -G {shlex.quote(generator)}" if generator else ""
     extra = (" -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF"
              " -DLLAMA_USE_PREBUILT_UI=OFF") if offline else ""
-    cmds.append(f"{env}cmake -S {src} -B {out}{gen} -DGGML_CUDA=ON -DGGML_NATIVE=ON "
-                f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch} -DCMAKE_BUILD_TYPE=Release "
-                f"-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF{extra}")
-    cmds.append(f"cmake --build {out} --config Release --target llama-server llama-bench "
-                f"-j {jobs or ''}".rstrip())
-    return cmds
+    if build_number is not None:
+        extra += f" -DLLAMA_BUILD_NUMBER={int(build_number)}"
+    if commit:
+        extra += f" -DLLAMA_BUILD_COMMIT={shlex.quote(commit)}"
+    return [f"{env}cmake -S {src} -B {out}{gen} -DGGML_CUDA=ON -DGGML_NATIVE=ON "
+            f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch} -DCMAKE_BUILD_TYPE=Release "
+            f"-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF{extra}",
+            f"cmake --build {out} --config Release --target llama-server llama-bench -j {jobs or ''}".rstrip()]
+
+
+# ----------------------------------------------------------------------------- the pinned source
+
+class SourceHashMismatch(SparkkitError):
+    """The archive is not the pinned sdist."""
+
+
+class UnsafeArchive(SparkkitError):
+    """A member would land outside the tree, or is a link or a device."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_cache() -> Path:
+    from .. import records
+    return records.home() / "build" / "sources"
+
+
+def _mismatch(path: Path, entry: dict[str, Any], got: str, fate: str) -> SourceHashMismatch:
+    return SourceHashMismatch(f"{path} has sha256 {got}, but {entry['name']} (xllamacpp {entry['version']}, llama.cpp "
+                              f"{entry['release']}) has sha256 {entry['sha256']}: {fate}")
+
+
+def fetch_source(source_archive: str = "", version: str = PINNED_XLLAMACPP) -> Path:
+    """The pinned sdist, checked by hash: `source_archive` (the owner's copy), else the one in
+    source_cache() (an offline box can be seeded by copying it there), else downloaded into it."""
+    entry = sdist(version)
+    if source_archive:
+        path = Path(source_archive).expanduser()
+        if not path.is_file():
+            raise ParameterError("source_archive", source_archive,
+                                 f"the path of {entry['name']} (sha256 {entry['sha256']}), or empty to fetch it")
+        got = sha256_of(path)
+        if got != entry["sha256"]:
+            raise _mismatch(path, entry, got, "not used (left where it is)")
+        print(f"using {path} (sha256 checked)", flush=True)
+        return path
+    cached = source_cache() / entry["name"]
+    if cached.is_file():
+        got = sha256_of(cached)
+        if got == entry["sha256"]:
+            print(f"using {cached} (sha256 checked)", flush=True)
+            return cached
+        bad = cached.with_name(cached.name + ".bad")
+        cached.replace(bad)
+        print(str(_mismatch(cached, entry, got, f"kept aside as {bad.name}, not used; fetching it again")), flush=True)
+    return _download(entry, cached)
+
+
+def _download(entry: dict[str, Any], dest: Path) -> Path:
+    import httpx
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    size = entry.get("bytes") or 0
+    print(f"fetching {entry['name']} ({size / 1e6:.1f} MB: llama.cpp {entry['release']}) from {entry['url']}", flush=True)
+    h, done, shown = hashlib.sha256(), 0, 0
+    try:
+        with httpx.stream("GET", entry["url"], follow_redirects=True, timeout=httpx.Timeout(60.0, connect=30.0)) as r:
+            r.raise_for_status()
+            with open(partial, "wb") as out:
+                for chunk in r.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    h.update(chunk)
+                    done += len(chunk)
+                    if size and done * 4 // size > shown:
+                        shown = done * 4 // size
+                        print(f"  {min(100, done * 100 // size)} % ({done / 1e6:.1f} MB)", flush=True)
+    except (httpx.HTTPError, OSError) as e:
+        raise SparkkitError(f"could not fetch {entry['url']} ({e.__class__.__name__}: {e}); on a box without network, "
+                            f"copy {entry['name']} (sha256 {entry['sha256']}) into {dest.parent} or pass "
+                            "-p source_archive PATH") from None
+    got = h.hexdigest()
+    if got != entry["sha256"]:
+        bad = dest.with_name(dest.name + ".bad")
+        partial.replace(bad)
+        raise _mismatch(bad, entry, got, f"downloaded from {entry['url']}, kept aside as {bad.name} and not used")
+    partial.replace(dest)
+    return dest
+
+
+def extract_source(archive: Path, dest: Path, sha256: str = "") -> Path:
+    """Extract the sdist's thirdparty/llama.cpp/ (only that) into `dest`, refusing absolute paths,
+    `..`, links and devices; into `dest.partial` first, renamed when complete. A `dest` already
+    extracted from the archive with this sha256 (its MARKER says so) is kept as it is."""
+    sha256 = sha256 or sha256_of(archive)
+    marker = dest / MARKER
+    if marker.is_file() and sha256 in marker.read_text(errors="replace"):
+        return dest
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"extracting {'/'.join(SDIST_TREE)}/ of {archive.name} into {dest}", flush=True)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            picked = []
+            for m in tar.getmembers():
+                parts = PurePosixPath(m.name).parts
+                if m.name.startswith(("/", "\\")) or ".." in parts:
+                    raise UnsafeArchive(f"{archive}: member {m.name!r} would land outside the tree; nothing extracted")
+                if len(parts) <= 1 + len(SDIST_TREE) or parts[1:1 + len(SDIST_TREE)] != SDIST_TREE:
+                    continue
+                if not (m.isfile() or m.isdir()):
+                    kind = "a symbolic link" if m.issym() else "a hard link" if m.islnk() else "not a file"
+                    raise UnsafeArchive(f"{archive}: member {m.name!r} is {kind}; nothing extracted "
+                                        "(the pinned sdist has only files and folders)")
+                picked.append((m, PurePosixPath(*parts[1 + len(SDIST_TREE):])))
+            if not picked:
+                raise SparkkitError(f"{archive} has no {'/'.join(SDIST_TREE)}/: not an xllamacpp sdist")
+            for m, rel in picked:
+                out = tmp.joinpath(*rel.parts)
+                if m.isdir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(m) as f, open(out, "wb") as o:   # type: ignore[union-attr]
+                    shutil.copyfileobj(f, o, 1 << 20)
+                out.chmod(0o755 if m.mode & 0o111 else 0o644)
+        (tmp / MARKER).write_text(f"llama.cpp tree vendored in xllamacpp {_version_of(archive.name)} "
+                                  f"({archive.name}, sha256 {sha256}, {'/'.join(SDIST_TREE)}), extracted by sparkkit 04\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(dest)
+    return dest
+
+
+def _version_of(name: str) -> str:
+    stem = name[:-len(".tar.gz")] if name.endswith(".tar.gz") else name
+    return stem.split("-", 1)[-1]
+
+
+def tree_release(src: Path) -> str:
+    """The pinned release, where `src`'s MARKER says it is the pinned sdist's tree (04's own extraction,
+    or the GPU stand-in's trimmed carry); "" otherwise."""
+    marker = Path(src).expanduser() / MARKER
+    if marker.is_file() and f"xllamacpp {PINNED_XLLAMACPP} " in marker.read_text(errors="replace"):
+        return LLAMA_CPP_RELEASE
+    return ""
+
+
+def git_commit(src: Path) -> str:
+    try:
+        p = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else "unknown"
+
+
+def git_is_release(src: Path, release: str = LLAMA_CPP_RELEASE) -> bool:
+    try:
+        p = subprocess.run(["git", "-C", str(src), "tag", "--points-at", "HEAD"], capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return release in p.stdout.split()
+
+
+# ----------------------------------------------------------------------------- the stamp
+
+def stamp_path(binary: Path) -> Path:
+    """The stamp sits in the build folder, beside bin/."""
+    return Path(binary).parent.parent / STAMP
+
+
+def cmake_flags(configure: str) -> list[str]:
+    """The flags of the configure command that decide what is built (paths aside)."""
+    words = shlex.split(configure)
+    return [w for w in words if w.startswith("-D")] + [f"-G {words[i + 1]}" for i, w in enumerate(words[:-1]) if w == "-G"]
+
+
+def stamp_key(source: str, cuda_arch: str, configure: str, release: str, commit: str) -> dict[str, Any]:
+    return {"source": source, "cuda_arch": cuda_arch, "cmake_flags": cmake_flags(configure),
+            "release": release, "commit": commit}
+
+
+def usable_build(binary: Path, key: dict[str, Any]) -> str | None:
+    """The `--version` text of `binary` where it exists, its stamp matches `key` and it answers; else None."""
+    stamp = stamp_path(binary)
+    if not (Path(binary).is_file() and stamp.is_file()):
+        return None
+    try:
+        written = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    if {k: written.get(k) for k in key} != key:
+        return None
+    try:
+        p = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (p.stdout + p.stderr).strip()[-200:] if p.returncode == 0 else None
+
+
+def write_stamp(binary: Path, key: dict[str, Any], **more: Any) -> Path:
+    from .. import records
+    stamp = stamp_path(binary)
+    stamp.write_text(json.dumps({**key, **more, "built_at": records.now()}, indent=1) + "\n")
+    return stamp
 
 
 def is_git_checkout(src: Path) -> bool:
@@ -78,7 +359,8 @@ def check_source(src_dir: str | Path) -> None:
     """Refuse a local tree the build would fail on late (after minutes of compiling)."""
     src = Path(src_dir).expanduser()
     if not (src / "CMakeLists.txt").is_file():
-        raise SparkkitError(f"{src} is not a llama.cpp source tree (no CMakeLists.txt)")
+        raise SparkkitError(f"{src} is not a llama.cpp source tree (no CMakeLists.txt); leave src_dir empty for the "
+                            f"pinned llama.cpp {LLAMA_CPP_RELEASE}, which 04 fetches and checks itself")
     ui = src / "tools" / "ui"
     missing = [n for n in ("ui.h.in", "ui.cpp.in") if (ui / "CMakeLists.txt").is_file() and not (ui / n).is_file()]
     if missing:   # the UI-assets step reads them even with -DLLAMA_BUILD_UI=OFF (gpu-standin.md §1)
@@ -96,6 +378,12 @@ def server_binary(src_dir: str, build_dir: str = "") -> Path:
     return root / "bin" / "llama-server"
 
 
+def check_nvcc() -> None:
+    if shutil.which("nvcc") is None:
+        raise BuildFailed(0, "nvcc --version", "nvcc is not on PATH, so CMake cannot find CUDA: "
+                          "export PATH=/usr/local/cuda/bin:$PATH and re-run 04", None, [])
+
+
 class BuildFailed(SparkkitError):
     """A build step failed; says which, why, and the log's last lines."""
 
@@ -110,9 +398,7 @@ def build(commands: list[str], log: Path) -> list[dict[str, Any]]:
 
     Returns one {"step", "command", "seconds"} per command."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.which("nvcc") is None:
-        raise BuildFailed(0, "nvcc --version", "nvcc is not on PATH, so CMake cannot find CUDA: "
-                          "export PATH=/usr/local/cuda/bin:$PATH and re-run 04", None, [])
+    check_nvcc()
     steps = []
     with open(log, "w") as out:
         for i, cmd in enumerate(commands, 1):
@@ -159,9 +445,15 @@ def runtime(target: str, binary: str = "") -> dict[str, Any]:
     return {"kind": "embedded", "python": sys.executable, **runtime_info()}
 
 
-def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "~/llama.cpp", cuda_arch: str = "auto",
-        build_now: bool = False, build_dir: str = "") -> "EngineReady":
-    """Runbook 04: decide which llama.cpp serves, rendering (or running) the CUDA build on a GPU box.
+def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "", cuda_arch: str = "auto",
+        build: str = "auto", build_dir: str = "", source_archive: str = "", build_now: bool = False) -> "EngineReady":
+    """Runbook 04: decide which llama.cpp serves; on a GPU box, build the pinned llama-server (or reuse it).
+
+    `build`: "auto" builds where the host is a GPU box (01's target gb10, or an NVIDIA GPU seen here)
+    and no usable build of the same source, arch and flags exists; "yes" builds (or reuses such a
+    build) whatever the host; "no" only renders the commands. `build_now=True` is the old spelling
+    of build="yes". Without `src_dir`, the source is the pinned release (SDISTS), fetched only when
+    it is built: nothing touches the network otherwise.
 
     A failed build does not raise here: the returned EngineReady records which step failed and
     why, so 04 writes a `fail` record (with the log's tail) before it stops."""
@@ -169,41 +461,115 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "~/llama.cpp"
     from . import check_engine
 
     check_engine(engine)
+    mode = "yes" if build_now is True else build
+    if isinstance(mode, bool):      # run(…, True) as build_now was once passed
+        mode = "yes" if mode else "no"
+    if mode not in BUILD_MODES:
+        raise ParameterError("build", build, "auto (build on a GPU box unless a usable build is there), yes or no")
     state = records.load_state()
     if "host" not in state:
         host.run(engine=engine)
         state = records.load_state()
     target = state["host"]["target"]
     gpus = host.detect_gpus(host.HostSource())
+    gpu_box = target == "gb10" or bool(gpus)
     arch = cuda_arch if cuda_arch != "auto" else (cuda_arch_for(gpus[0]) if gpus else "121a-real")
-    src = Path(src_dir).expanduser()
-    offline = (src / "CMakeLists.txt").is_file() and not is_git_checkout(src)   # a pinned local tree
     generator = "Ninja" if shutil.which("ninja") else ""
-    commands = build_commands(src_dir, arch, jobs=os.cpu_count() if build_now else None, offline=offline,
-                              build_dir=build_dir, generator=generator)
-    built = server_binary(src_dir, build_dir)
+    warnings: list[str] = []
+
+    # The source: the pinned release (default), or the owner's tree. Nothing is fetched yet.
+    if src_dir:
+        src = Path(src_dir).expanduser()
+        pinned = False
+        if is_git_checkout(src):
+            offline, release, commit = False, "", git_commit(src)
+            if git_is_release(src):
+                release = LLAMA_CPP_RELEASE
+            else:
+                warnings.append(f"src_dir {src} is llama.cpp at commit {commit[:12]}, not the pinned release "
+                                f"{LLAMA_CPP_RELEASE} that 02's memory plan and the embedded engine follow")
+            source: dict[str, Any] = {"git": str(src), "commit": commit}
+            source_id = f"git {commit}"
+        else:
+            offline, release = True, tree_release(src)
+            commit = sdist()["commit"] if release else "unknown"
+            if not release and (src / "CMakeLists.txt").is_file():
+                warnings.append(f"src_dir {src} is a llama.cpp tree of unknown release (no .git, no {MARKER} naming "
+                                f"xllamacpp {PINNED_XLLAMACPP}); the plan follows {LLAMA_CPP_RELEASE}")
+            source = {"tree": str(src)}
+            source_id = f"tree {src}"
+    else:
+        entry = sdist()
+        src, pinned, offline = pinned_tree(), True, True
+        release, commit = entry["release"], entry["commit"]
+        source = {"url": entry["url"], "sha256": entry["sha256"], "archive": source_archive or ""}
+        source_id = f"sha256 {entry['sha256']}"
+    number = int(release[1:]) if pinned or (offline and release) else None
+    stamp_commit = commit if number is not None else ""
+
+    def commands_for(jobs: int | None) -> list[str]:
+        return build_commands(str(src), arch, jobs=jobs, offline=offline, build_dir=build_dir, generator=generator,
+                              build_number=number, commit=stamp_commit)
+
+    commands = commands_for(None)
+    built = server_binary(str(src), build_dir)
+    key = stamp_key(source_id, arch, commands[0], release or "unknown", commit)
+    info: dict[str, Any] = {"release": release or "unknown", "commit": commit, "source": source, "cuda_arch": arch,
+                            "tree": str(src), "binary": str(built), "stamp": str(stamp_path(built)),
+                            "seconds": 0.0, "reused": False, "built": False, "mode": mode, "gpu_box": gpu_box}
     steps: list[dict[str, Any]] = []
     failure: dict[str, Any] | None = None
-    if build_now:
+    if binary:
+        info.update(binary=str(Path(binary).expanduser()), action="the owner's binary")
+    elif (version := usable_build(built, key)) is not None:
+        print(f"reusing the build at {built} ({version.splitlines()[-1] if version else '?'}): its stamp "
+              f"matches llama.cpp {info['release']}, CUDA arch {arch} and the flags", flush=True)
+        binary = str(built)
+        info.update(reused=True, action="reused")
+    elif mode == "auto" and gpu_box and target != "gb10" and shutil.which("nvcc") is None:
+        # 05 can serve with the embedded engine here, so a missing toolkit is a warning, not a failure
+        warnings.append(f"not building for this {gpus[0] if gpus else 'GPU'}: nvcc is not on PATH "
+                        "(export PATH=/usr/local/cuda/bin:$PATH and re-run 04)")
+        info["action"] = "rendered"
+    elif mode == "yes" or (mode == "auto" and gpu_box):
+        info["action"] = "built"
+        print(f"building llama.cpp {info['release']} for CUDA arch {arch}: about 5–10 min on a GB10", flush=True)
         log = records.home() / "build" / "llama-cpp-build.log"
         t0 = time.monotonic()
         try:
-            if offline:
+            if not pinned:
+                check_source(src)          # the owner's tree: refuse it before anything else
+            check_nvcc()                   # before fetching 38 MB for nothing
+            if pinned:
+                archive = fetch_source(source_archive)
+                extract_source(archive, src, sdist()["sha256"])
                 check_source(src)
-            steps = build(commands, log)
+            commands = commands_for(os.cpu_count())
+            steps = globals()["build"](commands, log)    # the parameter `build` hides the function
+            info.update(seconds=round(time.monotonic() - t0, 1), built=True)
+            if built.is_file():
+                write_stamp(built, key, seconds=info["seconds"], source_detail=source)
+                binary = str(built)
         except BuildFailed as e:
             failure = {"step": e.step, "command": e.command, "reason": e.reason, "log": str(e.log or ""),
                        "tail": e.tail, "seconds": round(time.monotonic() - t0, 1)}
         except SparkkitError as e:
-            failure = {"step": 0, "command": "check the source tree", "reason": str(e), "log": "", "tail": [],
-                       "seconds": round(time.monotonic() - t0, 1)}
-    if failure is None and not binary and built.is_file():
-        binary = str(built)
+            failure = {"step": 0, "command": "fetch and check the source" if pinned else "check the source tree",
+                       "reason": str(e), "log": "", "tail": [], "seconds": round(time.monotonic() - t0, 1)}
+        info["seconds"] = round(time.monotonic() - t0, 1)
+    else:
+        info["action"] = "rendered"
+    if info["action"] == "rendered":
+        if pinned:
+            info["source_commands"] = pinned_source_commands(str(records.home()))
+        if built.is_file():              # a build made by hand (or before stamps): used as it is, as before
+            binary = str(built)
+            info["action"] = "found"
     rt = runtime(target, binary) if failure is None else {"kind": "binary", "path": "", "version": "build failed"}
     if failure is None:
         records.update_state("engine", {"engine": engine, "runtime": rt, "build_commands": commands,
-                                        "cuda_arch": arch})
-    return EngineReady(engine, rt, commands, arch, gpus, steps, failure)
+                                        "cuda_arch": arch, "build": info})
+    return EngineReady(engine, rt, commands, arch, gpus, steps, failure, info, warnings)
 
 
 @dataclass
@@ -215,9 +581,11 @@ class EngineReady:
     gpus: list[str] = field(default_factory=list)
     build_steps: list[dict[str, Any]] = field(default_factory=list)    # what ran, with seconds
     build_failure: dict[str, Any] | None = None                       # step, command, reason, log, tail
+    build: dict[str, Any] = field(default_factory=dict)               # release, commit, source, arch, seconds, reused
+    warnings: list[str] = field(default_factory=list)
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
-        rt = self.runtime
+        rt, b = self.runtime, self.build
         if self.build_failure:
             f = self.build_failure
             last = next((ln for ln in reversed(f["tail"]) if ln.strip()), "")
@@ -227,8 +595,13 @@ class EngineReady:
             head = f"embedded llama.cpp (xllamacpp {rt['version']}, pinned {rt['pinned']}) ready on the CPU"
         elif rt.get("path"):
             head = f"llama-server at {rt['path']} ({rt['version'].splitlines()[-1] if rt['version'] else '?'})"
-            if self.build_steps:
-                head += f", built for CUDA arch {self.cuda_arch} in {sum(s['seconds'] for s in self.build_steps):.0f} s"
+            if b.get("reused"):
+                head += f", reusing the build of llama.cpp {b['release']} for CUDA arch {self.cuda_arch}"
+            elif self.build_steps:
+                head += (f", llama.cpp {b.get('release', '?')} built for CUDA arch {self.cuda_arch} in "
+                         f"{sum(s['seconds'] for s in self.build_steps):.0f} s")
         else:
-            return "warn", "llama-server not built yet: run the build commands (or -p build_now True)", asdict(self)
+            return ("warn", "llama-server not built yet: run the build commands (or -p build yes)", asdict(self))
+        if self.warnings:
+            return "warn", head + "; " + "; ".join(self.warnings), asdict(self)
         return "pass", head, asdict(self)
