@@ -385,8 +385,10 @@ def test_live_host_runs_in_seconds_and_never_prints_the_token(monkeypatch, home)
     assert state["host"]["source"] == "this machine" and state["choice"]["engine"] == "llamacpp"
 
 
-def test_qwen_chosen_in_01_is_what_02_plans_and_03_places(monkeypatch, home):
-    import huggingface_hub
+def test_qwen_chosen_in_01_is_what_02_plans_and_03_places(tmp_path, home):
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hubserver import HubServer
 
     from sparkkit import download, plan, records
     qwen = "qwen3-coder-30b-a3b"
@@ -394,17 +396,13 @@ def test_qwen_chosen_in_01_is_what_02_plans_and_03_places(monkeypatch, home):
     assert chosen == qwen and records.load_state()["choice"]["model"] == qwen
     view = plan.run(context=8192)                                       # 02 plans 01's choice and adopts it
     assert view.setting.model == qwen and view.setting.adoptable and view.plan.arch.arch == "qwen3moe"
-    asked = []
-
-    def fake_download(repo, name, local_dir, **kw):                     # 03's real code, no network
-        asked.append((repo, name))
-        Path(local_dir).mkdir(parents=True, exist_ok=True)
-        (Path(local_dir) / name).write_bytes(b"GGUF")
-        return str(Path(local_dir) / name)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    placed = download.run()
-    assert asked == [(CATALOGUE[qwen].hf_repo, CATALOGUE[qwen].hf_files[0])]
+    repo = tmp_path / "hub" / CATALOGUE[qwen].hf_repo                   # 03's real code against a local Hub
+    repo.mkdir(parents=True)
+    (repo / CATALOGUE[qwen].hf_files[0]).write_bytes(b"GGUF" + bytes(4096))
+    with HubServer(tmp_path / "hub") as hub:
+        placed = download.run(hf_endpoint=hub.endpoint, scan_roots={})
+        asked = sorted(hub.sent)
+    assert asked == [CATALOGUE[qwen].hf_files[0]]
     state = records.load_state()
     assert state["model"]["model"] == state["model"]["alias"] == qwen == placed.model
     assert state["plan"]["for_model"] == qwen                           # 05 serves with this plan, not a re-plan

@@ -802,3 +802,158 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
         partial.unlink(missing_ok=True)
         raise
     return GeneratedModel(final, final.stat().st_size, len(vocab.tokens), time.perf_counter() - t0, spec)
+
+
+# ---------------------------------------------------------------------------------------------- split
+
+_GGUF_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def split_gguf(src: str | os.PathLike, dest_dir: str | os.PathLike, stem: str, n_shards: int) -> list[Path]:
+    """Split the GGUF `src` into `n_shards` files `<dest_dir>/<stem>-0000i-of-0000n.gguf`, as llama.cpp's
+    gguf-split writes them: the first shard holds all of src's metadata, every shard holds
+    `split.no` (u16), `split.count` (u16) and `split.tensors.count` (i32), the tensors are distributed
+    in order by bytes (each shard gets at least one), and each shard is a valid GGUF of its own.
+
+    The header is parsed with plain reads (strings stepped over, never decoded) and metadata is copied
+    byte for byte; tensor data is copied with os.copy_file_range (pread/write in 16 MiB pieces where
+    that is unavailable), so a 59 GiB file splits at disk speed in constant memory. Each shard is
+    written to `<name>.partial`, fsynced and renamed into place."""
+    import struct
+    src, dest_dir = Path(src), Path(dest_dir)
+    check_int("n_shards", n_shards, 1, 99999)
+    u32, u64 = struct.Struct("<I"), struct.Struct("<Q")
+    with open(src, "rb") as f:
+        def rd(n: int) -> bytes:
+            b = f.read(n)
+            if len(b) != n:
+                raise ParameterError("src", str(src), "a complete GGUF file (its header is truncated)")
+            return b
+
+        def skip_value(vtype: int) -> None:
+            if vtype == 8:                                            # string
+                f.seek(u64.unpack(rd(8))[0], os.SEEK_CUR)
+            elif vtype == 9:                                          # array
+                itype, n = u32.unpack(rd(4))[0], u64.unpack(rd(8))[0]
+                if itype in _GGUF_SCALAR:
+                    f.seek(n * struct.calcsize(_GGUF_SCALAR[itype]), os.SEEK_CUR)
+                else:
+                    for _ in range(n):
+                        skip_value(itype)
+            else:
+                f.seek(struct.calcsize(_GGUF_SCALAR[vtype]), os.SEEK_CUR)
+
+        if rd(4) != b"GGUF":
+            raise ParameterError("src", str(src), "a GGUF file (it does not start with the GGUF magic bytes)")
+        version = u32.unpack(rd(4))[0]
+        n_tensors, n_kv = u64.unpack(rd(8))[0], u64.unpack(rd(8))[0]
+        kvs: list[tuple[str, int, int]] = []                        # key, start, end (raw bytes in src)
+        alignment = 32
+        for _ in range(n_kv):
+            start = f.tell()
+            key = rd(u64.unpack(rd(8))[0]).decode("utf-8")
+            vtype = u32.unpack(rd(4))[0]
+            if key == "general.alignment" and vtype == 4:
+                alignment = u32.unpack(rd(4))[0]
+            else:
+                skip_value(vtype)
+            kvs.append((key, start, f.tell()))
+        tensors: list[tuple[bytes, int, int]] = []                  # raw info without offset, offset, nbytes
+        for _ in range(n_tensors):
+            name = rd(u64.unpack(rd(8))[0])
+            n_dims = u32.unpack(rd(4))[0]
+            dims = struct.unpack(f"<{n_dims}Q", rd(8 * n_dims))
+            ttype = u32.unpack(rd(4))[0]
+            offset = u64.unpack(rd(8))[0]
+            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
+            n = 1
+            for d in dims:
+                n *= d
+            raw = u64.pack(len(name)) + name + u32.pack(n_dims) + struct.pack(f"<{n_dims}Q", *dims) + u32.pack(ttype)
+            tensors.append((raw, offset, n // block * size))
+        data_start = -(-f.tell() // alignment) * alignment
+        meta = b"".join(_read_at(f, s, e - s) for key, s, e in kvs if not key.startswith("split."))
+        n_meta = sum(1 for key, _s, _e in kvs if not key.startswith("split."))
+    if not 1 <= n_shards <= max(1, len(tensors)):
+        raise ParameterError("n_shards", n_shards, f"1 to {len(tensors)} (the number of tensors in {src.name})")
+
+    # cut the tensor list into n_shards runs of about equal bytes
+    total = sum(t[2] for t in tensors) or 1
+    groups: list[list[tuple[bytes, int, int]]] = [[] for _ in range(n_shards)]
+    acc = 0
+    for i, t in enumerate(tensors):
+        k = min(n_shards - 1, acc * n_shards // total)
+        k = max(k, min(n_shards - 1, n_shards - (len(tensors) - i)))   # leave one tensor for each later shard
+        while k > 0 and not groups[k - 1]:
+            k -= 1                                                       # and none empty before it
+        groups[k].append(t)
+        acc += t[2]
+
+    def kv(key: str, vtype: int, value: bytes) -> bytes:
+        return u64.pack(len(key)) + key.encode() + u32.pack(vtype) + value
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    src_fd = os.open(src, os.O_RDONLY)
+    try:
+        for i, group in enumerate(groups):
+            final = dest_dir / f"{stem}-{i + 1:05d}-of-{n_shards:05d}.gguf"
+            partial = final.with_name(final.name + ".partial")
+            split_kvs = (kv("split.no", 2, struct.pack("<H", i)) + kv("split.count", 2, struct.pack("<H", n_shards))
+                         + kv("split.tensors.count", 5, struct.pack("<i", len(tensors))))
+            head = [b"GGUF", u32.pack(version), u64.pack(len(group)),
+                    u64.pack((n_meta if i == 0 else 0) + 3), meta if i == 0 else b"", split_kvs]
+            offset = 0
+            for raw, _src_off, nbytes in group:
+                head.append(raw + u64.pack(offset))
+                offset += -(-nbytes // alignment) * alignment
+            header = b"".join(head)
+            header += b"\0" * (-len(header) % alignment)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, header)
+                for _raw, src_off, nbytes in group:
+                    _copy_range(src_fd, fd, data_start + src_off, nbytes)
+                    _write_all(fd, b"\0" * (-nbytes % alignment))
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                partial.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            os.replace(partial, final)
+            out.append(final)
+    finally:
+        os.close(src_fd)
+    return out
+
+
+def _read_at(f, start: int, n: int) -> bytes:
+    f.seek(start)
+    return f.read(n)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, n: int) -> None:
+    """Copy n bytes of src from `offset` to dst's current position, in the kernel where it can."""
+    end = offset + n
+    try:
+        while offset < end:
+            done = os.copy_file_range(src_fd, dst_fd, min(end - offset, 1 << 30), offset)
+            if done == 0:
+                raise ParameterError("src", f"fd {src_fd}", "a complete GGUF file (its tensor data is truncated)")
+            offset += done
+        return
+    except (AttributeError, OSError):
+        pass                                       # no copy_file_range here (or across these filesystems)
+    while offset < end:
+        piece = os.pread(src_fd, min(end - offset, 16 << 20), offset)
+        if not piece:
+            raise ParameterError("src", f"fd {src_fd}", "a complete GGUF file (its tensor data is truncated)")
+        _write_all(dst_fd, piece)
+        offset += len(piece)
