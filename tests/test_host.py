@@ -417,3 +417,24 @@ def test_01_runs_against_a_snapshot_from_the_command_line(tmp_path, home):
     assert record["verdict"] == P and record["results"]["source"] == "snapshot hp-zgx-nano-dgxos-7.5.0"
     assert record["results"]["engine"] == "ollama" and record["results"]["box"] == "HP ZGX Nano G1n"
     assert "host" not in json.loads((home / "state.json").read_text())     # later runbooks still see this machine
+
+
+def test_disk_counts_what_03_already_holds_finished_or_partial(tmp_path, monkeypatch, home):
+    """Found at full scale: after a download was cut at 6 GiB, 01 asked for the whole 60 GiB again and
+    failed a disk that could hold the rest (records/fullscale/NOTES.md)."""
+    from sparkkit.download import partial_path
+    files = CATALOGUE["gpt-oss-120b"].hf_files
+    target = tmp_path / "models" / "gpt-oss-120b"
+    target.mkdir(parents=True)
+    with open(target / files[0], "wb") as f:            # a finished shard (sparse: only its size matters)
+        f.truncate(20 * GIB)
+    part = partial_path(target, files[1])
+    part.parent.mkdir(parents=True)
+    with open(part, "wb") as f:                         # and 6 GiB of the next one, which 03 resumes
+        f.truncate(6 * GIB)
+    monkeypatch.setattr(host.HostSource, "disk_free", lambda self, path: 35 * GIB)
+    report = host.preflight("gpt-oss-120b", "llamacpp", str(tmp_path / "models"))
+    disk = check(report, "disk")
+    assert disk.status == P and "(26.0 GiB already there)" in disk.value, disk
+    monkeypatch.setattr(host.HostSource, "disk_free", lambda self, path: 30 * GIB)
+    assert check(host.preflight("gpt-oss-120b", "llamacpp", str(tmp_path / "models")), "disk").status == F

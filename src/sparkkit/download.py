@@ -45,11 +45,15 @@ import os
 import re
 import shlex
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urljoin, urlsplit
+import http.client
+import queue
+import urllib.request
 
 from . import records
 from .errors import ParameterError, SparkkitError
@@ -61,8 +65,9 @@ DEFAULT_EXCLUDE = ("original/*", "metal/*")   # the reference checkpoint and App
 RETRIES = 5                  # retries after a failed attempt (on one file: in a row, no byte gained)
 BACKOFF_S = 1.0              # first wait between attempts; doubles up to BACKOFF_MAX_S
 BACKOFF_MAX_S = 30.0
-CHUNK = 64 * 1024            # the most bytes read from the network at once (httpcore's read size), held
-                             # in memory before they are written: what a kill -9 can lose
+CHUNK = 1 << 20              # the most bytes read from the network at once
+QUEUE = 6                    # chunks read but not yet written and hashed (the writer thread's queue)
+IN_FLIGHT = CHUNK * (QUEUE + 2)   # the most a kill -9 can lose: fetched again on the next run
 HASH_READ = 8 << 20
 PROGRESS_EVERY_S = 10.0
 PROGRESS_EVERY_FRACTION = 0.05
@@ -275,7 +280,7 @@ def _status_of(e: BaseException) -> int | None:
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
     import httpx
-    out: list[type[BaseException]] = [httpx.TransportError, ConnectionError, TimeoutError]
+    out: list[type[BaseException]] = [httpx.TransportError, ConnectionError, TimeoutError, http.client.HTTPException]
     try:
         import httpx2   # what huggingface_hub 2.x speaks
         out.append(httpx2.TransportError)
@@ -526,6 +531,43 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
 
 
+class _Direct:
+    """A GET over http.client, whose body is read straight off the socket in CHUNK pieces: the bytes of a
+    60 GB download, where httpx's pure-Python HTTP parsing capped one stream near 0.3–0.65 GB/s here
+    (tools/fullscale, records/fullscale/NOTES.md). Redirects, status and headers are handled as with httpx."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float):
+        u = urlsplit(url)
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        self.conn = cls(u.hostname, u.port, timeout=timeout)
+        try:
+            self.conn.request("GET", (u.path or "/") + (f"?{u.query}" if u.query else ""), headers=headers)
+            self.resp = self.conn.getresponse()
+        except BaseException:
+            self.conn.close()
+            raise
+        self.url, self.status_code = url, self.resp.status
+        self.headers = {k.lower(): v for k, v in self.resp.getheaders()}
+        self.is_redirect = self.status_code in (301, 302, 303, 307, 308)
+
+    def iter_raw(self):
+        while True:
+            data = self.resp.read1(CHUNK)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _direct_ok(url: str) -> bool:
+    """http.client knows no proxies: where one is set for this URL, httpx (which honours them) fetches."""
+    proxies = urllib.request.getproxies()
+    scheme, host = urlsplit(url).scheme, urlsplit(url).hostname or ""
+    return scheme not in proxies or bool(urllib.request.proxy_bypass(host))
+
+
 def _open(client, url: str, headers: dict[str, str], start: int):
     """GET `url` from byte `start`, following redirects by hand: Authorization goes to the Hub's own
     origin only (a signed CDN or Xet-bridge URL must not get the token)."""
@@ -534,13 +576,82 @@ def _open(client, url: str, headers: dict[str, str], start: int):
         h = {k: v for k, v in headers.items() if _origin(url) == hub or k.lower() != "authorization"}
         if start:
             h["Range"] = f"bytes={start}-"
-        resp = client.send(client.build_request("GET", url, headers=h), stream=True, follow_redirects=False)
+        if _direct_ok(url):
+            timeout = client.timeout.read if client.timeout.read is not None else 60.0
+            resp = _Direct(url, h, timeout)
+        else:
+            resp = client.send(client.build_request("GET", url, headers=h), stream=True, follow_redirects=False)
         if resp.is_redirect and "location" in resp.headers:
-            url = urljoin(url, resp.headers["location"])
+            url = urljoin(str(url), resp.headers["location"])
             resp.close()
             continue
         return resp
     raise _Retry("too many redirects")
+
+
+class _WriteFailed(Exception):
+    """The writer thread's error (args[0]), raised in the reading thread: not a network fault."""
+
+
+class _Lane:
+    """One worker thread applying `fn` to each chunk in order (hashlib and os.write release the GIL)."""
+
+    def __init__(self, fn: Callable[[bytes], Any]):
+        self.fn, self.done, self.error = fn, 0, None
+        self.q: queue.Queue = queue.Queue(maxsize=QUEUE)
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while True:
+            data = self.q.get()
+            if data is None:
+                return
+            if self.error is None:
+                try:
+                    self.fn(data)
+                    self.done += len(data)
+                except BaseException as e:   # noqa: BLE001 - handed to the reading thread
+                    self.error = e
+            self.q.task_done()
+
+
+class _Writer:
+    """Writes the fetched chunks on one thread and hashes them on another, while the caller reads the
+    socket: a download runs at the slowest of the three (disk, sha256, network), not at their sum. `done`
+    counts the bytes both written and hashed; the writer's error (ENOSPC) is raised by `put`/`drain` in
+    the reading thread as _WriteFailed."""
+
+    def __init__(self, fd: int, hashes: list):
+        def hash_all(data: bytes) -> None:
+            for h in hashes:
+                h.update(data)
+        self.lanes = [_Lane(lambda data: _write(fd, data)), _Lane(hash_all)]
+
+    @property
+    def done(self) -> int:
+        return min(lane.done for lane in self.lanes)
+
+    def _check(self) -> None:
+        for lane in self.lanes:
+            if lane.error is not None:
+                raise _WriteFailed(lane.error)
+
+    def put(self, data: bytes) -> None:
+        self._check()
+        for lane in self.lanes:
+            lane.q.put(data)
+
+    def drain(self) -> None:
+        for lane in self.lanes:
+            lane.q.join()
+        self._check()
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.q.put(None)
+        for lane in self.lanes:
+            lane.t.join()
 
 
 def _partial_meta(rf: RemoteFile, repo: str) -> dict[str, Any]:
@@ -619,27 +730,33 @@ def _fetch_one(client, url: str, headers: dict[str, str], rf: RemoteFile, dest: 
                         sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % rf.size)
                         if code == 416:
                             raise _Retry("HTTP 416")
-                    for data in resp.iter_raw():
-                        if have + len(data) > rf.size:
-                            data = data[:rf.size - have]
-                        try:
-                            _write(fd, data)
-                        except OSError as e:
-                            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                                kept = os.fstat(fd).st_size
-                                raise SparkkitError(
-                                    f"the disk filled up while writing {rf.name} (no space left on the filesystem "
-                                    f"of {dest}): the {_gb(kept)} fetched so far are kept in {part}; free at least "
-                                    f"{_gb(rf.size - kept + left_after + HEADROOM_BYTES)} there (or re-run with "
-                                    f"`-p model_dir <a bigger disk>`) and re-run 03 to resume") from e
-                            raise
-                        sha256.update(data)
-                        sha1.update(data)
-                        have += len(data)
-                        fetched += len(data)
+                    writer = _Writer(fd, [sha256, sha1] if not rf.sha256 else [sha256])
+                    read = have
+                    try:
+                        for data in resp.iter_raw():
+                            if read + len(data) > rf.size:
+                                data = data[:rf.size - read]
+                            writer.put(data)
+                            read += len(data)
+                            progress.update(have + writer.done)
+                            if read >= rf.size:
+                                break
+                        writer.drain()
+                    except _WriteFailed as w:
+                        e = w.args[0]
+                        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                            kept = os.fstat(fd).st_size
+                            raise SparkkitError(
+                                f"the disk filled up while writing {rf.name} (no space left on the filesystem "
+                                f"of {dest}): the {_gb(kept)} fetched so far are kept in {part}; free at least "
+                                f"{_gb(rf.size - kept + left_after + HEADROOM_BYTES)} there (or re-run with "
+                                f"`-p model_dir <a bigger disk>`) and re-run 03 to resume") from e
+                        raise e from None
+                    finally:
+                        writer.close()          # what was read is written before anything else happens
+                        have += writer.done
+                        fetched += writer.done
                         progress.update(have)
-                        if have >= rf.size:
-                            break
                 finally:
                     resp.close()
                 if have < rf.size:

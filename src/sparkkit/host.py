@@ -337,6 +337,15 @@ def _swap(f: Facts, n: Need) -> Check:
     return c("warn", f"{value}; {who} wants ≥ {_gib(need)}", fix)
 
 
+def _already_there(src: HostSource, weights_dir: str, model: str, name: str) -> int:
+    """Bytes of shard `name` 03 already holds: the finished file, or its partial (03 resumes it), in
+    03's folder for the model (<model_dir>/<model>/) or straight in the model dir."""
+    from .download import partial_path
+    sizes = [src.file_size(str(p)) or 0 for p in (Path(weights_dir) / model / name, Path(weights_dir) / name,
+                                                  partial_path(Path(weights_dir) / model, name))]
+    return max(sizes)
+
+
 def _disk(f: Facts, n: Need) -> Check:
     what = {"llamacpp": "GGUF shards", "ollama": "Ollama store"}.get(n.engine, "root safetensors")
     c = _check("disk", f"the {what} of {n.model} go here")
@@ -344,7 +353,7 @@ def _disk(f: Facts, n: Need) -> Check:
     if free is None:
         return c("skip", f"cannot stat {n.weights_dir}" + ("" if f.src.recorded("df -P -k") else
                                                           " (df -P -k is not in this snapshot)"))
-    have = sum(f.src.file_size(os.path.join(n.weights_dir, p)) or 0 for p in n.files)
+    have = sum(_already_there(f.src, n.weights_dir, n.model, p) for p in n.files)
     need = max(n.weights_bytes - have, 0) + GIB
     value = f"{_gib(free)} free at {n.weights_dir}; need {_gib(need)}" + (f" ({_gib(have)} already there)"
                                                                           if have else "")

@@ -25,7 +25,7 @@ from pathlib import Path
 RES = Path(sys.argv[1]).resolve()
 REPO = Path(__file__).resolve().parents[2]
 CARRY = REPO / ".fullcarry"
-HUB_PORT = 18080
+HUB_PORT = int(os.environ.get("HUB_PORT", "18080"))
 GIB = 1 << 30
 LOGS = RES / "logs"
 LOGS.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,8 @@ def main() -> None:
     hub = subprocess.Popen([sys.executable, str(REPO / "tests" / "hubserver.py"), "--root", str(hub_root),
                             "--port", str(HUB_PORT)], env=env, stdout=hub_log, stderr=subprocess.STDOUT,
                            start_new_session=True)
+    import atexit
+    atexit.register(lambda: hub.poll() is None and hub.terminate())   # also when a phase fails
     for _ in range(100):
         try:
             hub_stats()
