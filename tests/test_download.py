@@ -197,11 +197,13 @@ def test_a_killed_download_resumes_on_the_next_run(hub, tmp_path, roots):
     proc = subprocess.Popen([sys.executable, "-c", KILLED, str(models), hub.endpoint, str(tmp_path / "none")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while not (part.exists() and part.stat().st_size >= size // 4):
+        for _ in range(6000):                   # a hang guard (about 2 min), not a speed check
+            if part.exists() and part.stat().st_size >= size // 4:
+                break
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the partial never grew"
             time.sleep(0.02)
+        else:
+            pytest.fail("the partial never grew")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -2,7 +2,6 @@
 a Hugging Face config.json, else the catalogue."""
 import json
 import os
-import time
 
 import gguf
 import numpy as np
@@ -91,12 +90,21 @@ def split_120b(tmp_path_factory):
     return paths
 
 
-def test_split_gguf_header_reads_in_well_under_a_second(split_120b):
+def test_split_gguf_header_reads_without_walking_the_vocabulary(split_120b, monkeypatch):
+    """The header of a 60 GB split GGUF is read without parsing its 201,088 vocabulary strings one by
+    one (what made gguf.GGUFReader take ~12 s): counted, not timed (a timed test failed CI under load)."""
+    import gguf
     assert sum(p.stat().st_size for p in split_120b) > 60e9
-    t0 = time.perf_counter()
+    calls = []
+    per_element = gguf.GGUFReader._get_field_parts
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return per_element(self, *args, **kwargs)
+
+    monkeypatch.setattr(gguf.GGUFReader, "_get_field_parts", counted)
     a = from_gguf(split_120b[0])
-    seconds = time.perf_counter() - t0
-    assert seconds < 1.0, seconds
+    assert 0 < len(calls) < 1000, len(calls)        # fields, not vocabulary entries
     c = CATALOGUE["gpt-oss-120b"].arch
     assert (a.n_layer, a.n_head, a.n_head_kv, a.head_dim, a.n_embd, a.n_expert, a.n_expert_used, a.n_ff_exp,
             a.sliding_window, a.n_swa_layers, a.context_max, a.n_vocab, a.arch) == (
