@@ -6,6 +6,9 @@ import subprocess
 import sys
 import time
 
+from dataclasses import replace
+import json
+
 import httpx
 import pytest
 
@@ -37,9 +40,12 @@ def test_start_records_and_stop(model):
     server = records.load_state()["server"]
     assert server["pid"] == started.pid and serve.is_ours(server) and server["launch"]["context"] == 4096
     assert os.getpgid(started.pid) == started.pid          # own session: outlives the kernel that started it
-    # re-running 05 replaces our own server instead of failing on the port
-    again = serve.start(launch, EMBEDDED)
-    assert again.pid != started.pid and again.replaced.startswith("stopped the sparkkit server")
+    # re-running 05 with the same launch keeps the server that works; another launch replaces it
+    same = serve.start(launch, EMBEDDED)
+    assert same.pid == started.pid and same.replaced.startswith("kept the running sparkkit server")
+    again = serve.start(replace(launch, context=8192), EMBEDDED)
+    assert again.pid != started.pid and again.replaced.startswith(f"replaced the sparkkit server pid {started.pid}")
+    assert again.log != started.log and started.log.exists()          # every server keeps its own log
     out = serve.stop()
     assert out["stopped"] and not serve.status()["running"]
     with pytest.raises(httpx.TransportError):
@@ -103,3 +109,38 @@ def test_lan_bind_with_key_requires_the_key(home, model):
                           EMBEDDED)
     assert httpx.get(f"{started.base_url}/v1/models").status_code == 401
     assert httpx.get(f"{started.base_url}/v1/models", headers={"Authorization": "Bearer sk-test-key"}).status_code == 200
+
+
+def test_a_replacement_that_fails_leaves_the_owner_a_server(home, model):
+    """05 never leaves the owner with less: a launch that cannot start costs nothing that worked."""
+    launch = Launch(model=model, alias="tiny-gpt-oss", context=4096, port=serve.free_port(), threads=2)
+    first = serve.start(launch, EMBEDDED)
+    bad = home / "truncated.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    # another port: the new server fails to load; the running one was never touched
+    with pytest.raises(ServeError, match=r"(?s)before it was ready.*left running"):
+        serve.start(replace(launch, model=str(bad), port=serve.free_port()), EMBEDDED, timeout=60)
+    assert serve.status()["pid"] == first.pid and httpx.get(f"{first.base_url}/health").status_code == 200
+    # a model file that is not there: refused before anything is stopped
+    with pytest.raises(ServeError, match="(?s)is not there.*left alone"):
+        serve.start(replace(launch, model=str(home / "gone.gguf")), EMBEDDED)
+    assert serve.status()["pid"] == first.pid
+    # the same port: the old one must go first, so a failed launch brings it back from its own command line
+    with pytest.raises(ServeError, match=r"(?s)before it was ready.*started again \(pid (\d+)"):
+        serve.start(replace(launch, model=str(bad)), EMBEDDED, timeout=60)
+    back = records.load_state()["server"]
+    assert back["pid"] != first.pid and serve.is_ours(back) and back["launch"]["model"] == model
+    assert httpx.get(f"{first.base_url}/v1/models").json()["data"][0]["id"] == "tiny-gpt-oss"
+
+
+def test_stop_and_status_find_our_server_whatever_state_json_holds(home, model):
+    started = serve.start(Launch(model=model, context=4096, port=serve.free_port(), threads=2), EMBEDDED)
+    records.state_path().write_text("{not json")                     # corrupt, or moved aside by hand
+    st = serve.status()
+    assert st["running"] and st["pid"] == started.pid and "not readable JSON" in st["state"]
+    out = serve.stop()
+    assert out["stopped"] and str(started.pid) in out["message"] and "not readable" in out["message"]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{started.base_url}/health", timeout=2)
+    assert serve.stop()["message"].startswith("no sparkkit server is recorded")
+    records.state_path().unlink()

@@ -10,6 +10,7 @@ Stop it from a shell with ``sparkkit stop`` (or ``python -m sparkkit stop``).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -84,9 +85,13 @@ def server_argv(launch: Launch, runtime: dict[str, Any]) -> list[str]:
     """The command that serves `launch` on `runtime` ({"kind": "embedded"} or {"kind": "binary", "path": ...})."""
     kind = runtime.get("kind")
     if kind == "embedded":
-        spec = records.home() / "server" / f"launch-{launch.port}.json"
+        text = json.dumps(launch.to_dict(), indent=2)
+        # one spec per launch (named by its content): a replaced server's own command line still
+        # names its own spec, so it can be started again exactly as it was
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        spec = records.home() / "server" / f"launch-{launch.port}-{digest}.json"
         spec.parent.mkdir(parents=True, exist_ok=True)
-        spec.write_text(json.dumps(launch.to_dict(), indent=2), encoding="utf-8")
+        spec.write_text(text, encoding="utf-8")
         return [sys.executable, "-m", "sparkkit.engines.embedded", str(spec)]
     if kind == "binary":
         binary = runtime["path"]
@@ -108,8 +113,12 @@ class Started:
     replaced: str | None      # what happened to a previous sparkkit server, if any
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
-        return ("pass", f"serving at {self.base_url} (pid {self.pid}), ready in {self.load_seconds:.2f} s",
-                {**self.as_row(), "argv": self.argv, "replaced": self.replaced})
+        if self.replaced and self.replaced.startswith("kept"):
+            head = f"already serving this launch at {self.base_url} (pid {self.pid}): kept, not restarted"
+        else:
+            head = f"serving at {self.base_url} (pid {self.pid}), ready in {self.load_seconds:.2f} s" + \
+                (f"; replaced pid {self.replaced.split('pid ')[1].split()[0]}" if self.replaced else "")
+        return ("pass", head, {**self.as_row(), "argv": self.argv, "replaced": self.replaced})
 
     def spark_command(self) -> str:
         """The same launch as a llama-server command line — what a GB10 runs for this plan."""
@@ -122,26 +131,74 @@ class Started:
                 "log": str(self.log), "command": command_line(self.argv)}
 
 
-def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> Started:
-    """Start a server for `launch`, wait until /health says ok, and record it in the state file."""
-    replaced = None
-    previous = records.load_state().get("server")
-    if previous and is_ours(previous):
-        replaced = stop()["message"]        # re-running 05 restarts our own server
-    if port_in_use(launch.host, launch.port):
-        raise ServeError(f"port {launch.port} on {launch.host} is already in use by a process sparkkit did not "
-                         f"start; stop that process or choose another port (-p port {launch.port + 1})")
-    argv = server_argv(launch, runtime)
-    log = records.home() / "server" / f"server-{launch.port}.log"
+def _records_dir() -> Path:
+    """One record per server sparkkit started, beside the logs: `stop`/`status` find every one of them
+    even when state.json is gone or unreadable (still checked by pid + start time + command line)."""
+    return records.home() / "server" / "running"
+
+
+def _write_record(server: dict[str, Any]) -> Path:
+    path = _records_dir() / f"{server['pid']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records._write_json(path, server, mode=0o600)
+    return path
+
+
+def _drop_record(server: dict[str, Any]) -> None:
+    (_records_dir() / f"{server.get('pid')}.json").unlink(missing_ok=True)
+
+
+def recorded_servers() -> list[dict[str, Any]]:
+    """The servers sparkkit recorded that are still the processes it started; stale records are removed."""
+    found = []
+    for path in sorted(_records_dir().glob("*.json")):
+        try:
+            server = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(server, dict) and is_ours(server):
+            found.append(server)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def _state_server() -> tuple[dict[str, Any] | None, str]:
+    """(the server state.json names, or None; why not, when it cannot be read)."""
+    try:
+        return records.load_state().get("server"), ""
+    except records.SparkkitError as e:
+        return None, str(e)
+
+
+def _healthy(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/health", timeout=5.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _launch_proc(argv: list[str], launch: Launch, runtime: dict[str, Any]) -> tuple[subprocess.Popen, dict, Path]:
+    """Start `argv` detached with a log of its own (a replaced server's log is never overwritten)."""
+    log = records.home() / "server" / f"server-{launch.port}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
+    n = 1
+    while log.exists():
+        log, n = log.with_name(f"server-{launch.port}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.log"), n + 1
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     server = {"pid": proc.pid, "start_ticks": _proc_start_ticks(proc.pid), "argv": _proc_cmdline(proc.pid) or argv,
               "base_url": launch.base_url, "log": str(log), "launch": launch.to_dict(), "runtime": runtime,
               "started_at": records.now()}
-    records.update_state("server", server)
+    return proc, server, log
+
+
+def _bring_up(argv: list[str], launch: Launch, runtime: dict[str, Any], timeout: float) -> tuple[dict, Path, float]:
+    """Start and wait until healthy; on failure the process is gone and ServeError says why."""
+    t0 = time.monotonic()
+    proc, server, log = _launch_proc(argv, launch, runtime)
+    _write_record(server)
     try:
         wait_healthy(proc, launch.base_url, log, timeout, f" (model {launch.model})")
     except BaseException:
@@ -151,12 +208,71 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        records.update_state("server", None)
+        _drop_record(server)
         raise
     load = time.monotonic() - t0
     server["load_seconds"] = round(load, 3)
+    _write_record(server)
+    return server, log, load
+
+
+def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> Started:
+    """Start a server for `launch`, wait until /health says ok, and record it.
+
+    Never leaves the owner with less than they had: a sparkkit server already serving this very
+    launch is kept; one on another port keeps serving until the new one is healthy; one on the same
+    port is stopped only after every check that can run first has passed, and started again from its
+    own command line if the new launch fails."""
+    previous = next((s for s in [_state_server()[0]] if s and is_ours(s)), None)
+    same_launch = json.loads(json.dumps(launch.to_dict(), default=str)) == previous.get("launch") if previous else False
+    if previous and same_launch and previous.get("runtime") == json.loads(json.dumps(runtime, default=str)) \
+            and _healthy(previous["base_url"]):
+        return Started(previous["pid"], previous["base_url"], 0.0, previous["argv"], Path(previous["log"]),
+                       f"kept the running sparkkit server (pid {previous['pid']}): it already serves this launch")
+    same_port = bool(previous) and previous["launch"].get("port") == launch.port
+    if port_in_use(launch.host, launch.port) and not same_port:
+        raise ServeError(f"port {launch.port} on {launch.host} is already in use by a process sparkkit did not "
+                         f"start; stop that process or choose another port (-p port {launch.port + 1})")
+    if not Path(launch.model).is_file():
+        raise ServeError(f"the model file {launch.model} is not there: re-run 03-place-model"
+                         + (f"; the running server (pid {previous['pid']}) was left alone" if previous else ""))
+    argv = server_argv(launch, runtime)           # runs the binary's --help: a broken build fails here
+    replaced = None
+    if previous and same_port:
+        stop()
+        try:
+            server, log, load = _bring_up(argv, launch, runtime, timeout)
+        except ServeError as e:
+            back = _restart(previous, timeout)
+            raise ServeError(f"{e}\n{back}") from None
+        replaced = (f"replaced the sparkkit server pid {previous['pid']} on port {launch.port} (stopped once this "
+                    f"launch had passed its checks; its log is kept at {previous.get('log')})")
+    else:
+        try:
+            server, log, load = _bring_up(argv, launch, runtime, timeout)
+        except ServeError as e:
+            if previous:
+                raise ServeError(f"{e}\nThe running sparkkit server (pid {previous['pid']}, "
+                                 f"{previous['base_url']}) was left running.") from None
+            raise
+        if previous:
+            stop_server(previous)
+            replaced = (f"replaced the sparkkit server pid {previous['pid']} at {previous['base_url']} (stopped after "
+                        f"this one was healthy; its log is kept at {previous.get('log')})")
     records.update_state("server", server)
-    return Started(proc.pid, launch.base_url, load, argv, log, replaced)
+    return Started(server["pid"], launch.base_url, load, argv, log, replaced)
+
+
+def _restart(previous: dict[str, Any], timeout: float) -> str:
+    """Start the replaced server again from its own command line (the new launch failed)."""
+    try:
+        launch = Launch.from_dict(previous["launch"])
+        server, _log, _load = _bring_up(list(previous["argv"]), launch, previous.get("runtime", {}), timeout)
+        records.update_state("server", server)
+        return (f"The new launch failed, so the previous sparkkit server was started again (pid {server['pid']}, "
+                f"{server['base_url']}).")
+    except (ServeError, OSError, KeyError, TypeError) as e:
+        return f"The previous sparkkit server could not be started again ({e}); run 05-serve with its settings."
 
 
 def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: float, detail: str = "") -> float:
@@ -181,16 +297,10 @@ def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: floa
             time.sleep(0.1)
 
 
-def stop(timeout: float = 15.0) -> dict[str, Any]:
-    """Stop the server sparkkit started (SIGTERM, then SIGKILL); leave anything else alone."""
-    server = records.load_state().get("server")
-    if not server:
-        return {"stopped": False, "message": "no sparkkit server is recorded; nothing to stop"}
-    pid = server.get("pid")
-    if not is_ours(server):
-        records.update_state("server", None)
-        return {"stopped": False, "message": f"pid {pid} is no longer the server sparkkit started "
-                                            f"(it exited); left alone, record cleared"}
+def stop_server(server: dict[str, Any], timeout: float = 15.0) -> bool:
+    """SIGTERM, then SIGKILL, the process `server` records — only while it is still the one sparkkit
+    started. Returns whether it had to be forced."""
+    pid = server["pid"]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while is_ours(server) and time.monotonic() < deadline:
@@ -201,8 +311,35 @@ def stop(timeout: float = 15.0) -> dict[str, Any]:
         os.kill(pid, signal.SIGKILL)
         forced = True
     _reap(pid)
-    records.update_state("server", None)
-    return {"stopped": True, "message": f"stopped the sparkkit server (pid {pid}{', forced' if forced else ''})"}
+    _drop_record(server)
+    return forced
+
+
+def stop(timeout: float = 15.0) -> dict[str, Any]:
+    """Stop the server sparkkit started (SIGTERM, then SIGKILL); leave anything else alone. With no
+    readable server in state.json (moved aside, corrupt), every server sparkkit recorded starting and
+    that is still that process is stopped."""
+    server, unreadable = _state_server()
+    if server:
+        pid = server.get("pid")
+        if not is_ours(server):
+            records.update_state("server", None)
+            _drop_record(server)
+            return {"stopped": False, "message": f"pid {pid} is no longer the server sparkkit started "
+                                                f"(it exited); left alone, record cleared"}
+        forced = stop_server(server, timeout)
+        records.update_state("server", None)
+        return {"stopped": True, "message": f"stopped the sparkkit server (pid {pid}{', forced' if forced else ''})"}
+    live = recorded_servers()
+    if not live:
+        return {"stopped": False, "message": "no sparkkit server is recorded; nothing to stop"
+                + (f" ({unreadable.split(';')[0]})" if unreadable else "")}
+    pids = [s["pid"] for s in live]
+    for s in live:
+        stop_server(s, timeout)
+    why = "state.json is not readable" if unreadable else "state.json names none"
+    return {"stopped": True, "message": f"stopped the sparkkit server{'s' if len(pids) > 1 else ''} "
+                                        f"(pid {', '.join(map(str, pids))}), found by their records ({why})"}
 
 
 def _reap(pid: int) -> None:
@@ -214,9 +351,16 @@ def _reap(pid: int) -> None:
 
 
 def status() -> dict[str, Any]:
-    server = records.load_state().get("server")
+    server, unreadable = _state_server()
     if not server:
-        return {"running": False}
+        live = recorded_servers()
+        out: dict[str, Any] = {"running": bool(live)}
+        if live:
+            out.update(pid=live[0]["pid"], base_url=live[0].get("base_url"), log=live[0].get("log"),
+                       started_at=live[0].get("started_at"), found_by="its record in " + str(_records_dir()))
+        if unreadable:
+            out["state"] = unreadable.split(";")[0]
+        return out
     return {"running": is_ours(server), "pid": server.get("pid"), "base_url": server.get("base_url"),
             "log": server.get("log"), "started_at": server.get("started_at")}
 
