@@ -433,3 +433,18 @@ def test_disk_counts_what_03_already_holds_finished_or_partial(tmp_path, monkeyp
     assert disk.status == P and "(26.0 GiB already there)" in disk.value, disk
     monkeypatch.setattr(host.HostSource, "disk_free", lambda self, path: 30 * GIB)
     assert check(host.preflight("gpt-oss-120b", "llamacpp", str(tmp_path / "models")), "disk").status == F
+
+
+def test_01_shows_whole_fixes_failing_checks_first_and_names_them(tmp_path, monkeypatch, home):
+    """The fix commands are what 01 exists to show: never cut at pandas' 50 characters."""
+    monkeypatch.setattr(host.HostSource, "disk_free", lambda self, path: 1 * GIB)
+    report = host.preflight("gpt-oss-120b", "llamacpp", str(tmp_path / "models"))
+    assert report.verdict == F and report.headline.startswith("failed: ") and "disk" in report.headline.split(" — ")[0]
+    table = report.table()
+    assert list(table["status"])[0] == F and list(table["status"]) == sorted(
+        table["status"], key=lambda s: {"fail": 0, "warn": 1, "pass": 2, "skip": 3}[s])
+    disk = next(c for c in report.checks if c.name == "disk")
+    import html
+    assert len(disk.fix) > 50 and disk.fix in repr(table) and html.escape(disk.fix) in table._repr_html_()
+    assert "…" not in repr(table) and "..." not in repr(table)
+    assert disk.value in repr(table.head(3))                            # still whole after slicing

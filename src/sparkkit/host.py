@@ -403,11 +403,17 @@ class HostReport:
         usable = "usable memory unknown" if "usable memory" in skipped else f"{self.usable_bytes / GIB:.1f} GiB usable"
         tail = f"; could not check: {', '.join(skipped)}" if skipped else ""
         notes = f"; {'; '.join(self.notes)}" if self.notes else ""
-        return f"{where}{box}, {usable}{tail}{notes}"
+        failed = [c.name for c in self.checks if c.status == "fail"]
+        warned = [c.name for c in self.checks if c.status == "warn"]
+        lead = (f"failed: {', '.join(failed)}" + (f"; warnings: {', '.join(warned)}" if warned else "") + " — "
+                if failed else "")
+        return f"{lead}{where}{box}, {usable}{tail}{notes}"
 
     def table(self):
-        import pandas as pd
-        return pd.DataFrame([asdict(c) for c in self.checks])
+        """Every check, failing and warning ones first, each value, reason and fix whole."""
+        from .tables import WholeTable
+        order = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
+        return WholeTable([asdict(c) for c in sorted(self.checks, key=lambda c: order[c.status])])
 
     def statuses(self) -> dict[str, str]:
         return {c.name: c.status for c in self.checks}
