@@ -1049,7 +1049,7 @@ def run(model_dir: str = "", hf_endpoint: str = "", source: str = "auto", chat_t
     if "choice" not in state:
         host.run()
         state = records.load_state()
-    choice = state["choice"]
+    choice = records.section(state, "choice", "model")
     placed = place(choice["model"], model_dir or choice.get("model_dir", ""), hf_endpoint or None, source,
                    chat_template, revision=revision, scan_roots=scan_roots)
     alias = "tiny-gpt-oss" if placed.model == "embedded" else placed.model

@@ -498,7 +498,7 @@ def setting(engine: str = "", model: str = "") -> Setting:
     if "choice" not in state or "host" not in state:
         host.run()                      # 02 alone: detect the host and the default model first
         state = records.load_state()
-    choice, hst = state["choice"], state["host"]
+    choice, hst = records.section(state, "choice", "model"), records.section(state, "host")
     engine = engine or choice.get("engine", "llamacpp")
     check_choice("engine", engine, ENGINES)
     model = model or choice["model"]

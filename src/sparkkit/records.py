@@ -122,6 +122,26 @@ def update_state(section: str, value: Any) -> dict[str, Any]:
     return state
 
 
+# Which runbook writes each state section: a step that needs one names the step to run.
+WRITTEN_BY = {"host": "01-preflight", "choice": "01-preflight", "plan": "02-plan", "model": "03-place-model",
+              "engine": "04-engine", "server": "05-serve"}
+
+
+def section(state: dict[str, Any], name: str, *keys: str) -> dict[str, Any]:
+    """`state[name]` holding `keys`, or one sentence naming what is missing and the step that writes it
+    (never a bare KeyError from a partial or hand-edited state file)."""
+    from .errors import StateError
+    value = state.get(name)
+    step = WRITTEN_BY.get(name, "the earlier runbooks")
+    if not isinstance(value, dict):
+        raise StateError(f"state.json has no `{name}` section yet: run {step} first")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise StateError(f"state.json's `{name}` section lacks {', '.join(f'`{k}`' for k in missing)} "
+                         f"(written by an older or interrupted {step}): re-run {step}")
+    return value
+
+
 # ----------------------------------------------------------------------------- run records
 def run_dir(requested: str = "") -> Path:
     """The run directory a runbook writes into.

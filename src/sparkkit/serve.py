@@ -397,12 +397,14 @@ def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api
     model = state.get("model")
     if not model or not Path(model.get("path", "")).exists():
         raise StateError("no model is placed yet: run 03-place-model first")
+    records.section(state, "model", "model", "path", "alias")
     if state.get("plan", {}).get("for_model") != model["model"]:
         plans.run()                     # no plan for this model yet: plan it with the defaults
     if "engine" not in state:
         llamacpp.run(engine)
     state = records.load_state()
-    plan, runtime = state["plan"], state["engine"]["runtime"]
+    plan = records.section(state, "plan", "context", "slots", "kv_type", "ubatch", "verdict")
+    runtime = records.section(state, "engine", "runtime")["runtime"]
     if runtime["kind"] == "binary" and not runtime.get("path"):
         raise StateError("llama-server is not built yet: run 04-engine with -p build yes, "
                          "or pass -p binary /path/to/llama-server to 04")

@@ -78,7 +78,7 @@ class Launch:
     @property
     def base_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"   # IPv6: bracketed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

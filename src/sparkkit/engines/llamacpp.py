@@ -470,7 +470,7 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "", cuda_arch
     if "host" not in state:
         host.run(engine=engine)
         state = records.load_state()
-    target = state["host"]["target"]
+    target = records.section(state, "host", "target")["target"]
     gpus = host.detect_gpus(host.HostSource())
     gpu_box = target == "gb10" or bool(gpus)
     arch = cuda_arch if cuda_arch != "auto" else (cuda_arch_for(gpus[0]) if gpus else "121a-real")

@@ -1,0 +1,73 @@
+"""Faults and bad input on the owner's path: one sentence naming the step or parameter, never a traceback
+from deep inside, nothing lost. (Issue 11's fault suite grows here.)"""
+import json
+
+import pytest
+
+from sparkkit import records, serve
+from sparkkit.engines.launch import Launch
+from sparkkit.errors import SparkkitError, StateError
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SPARKKIT_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "home"
+
+
+def _state(home, **sections):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "state.json").write_text(json.dumps({"schema": records.STATE_SCHEMA, **sections}))
+
+
+@pytest.mark.parametrize("sections, sentence", [
+    ({"model": {"model": "embedded", "path": "{model}", "alias": "tiny"}, "plan": {"for_model": "embedded"},
+      "engine": {"runtime": {"kind": "embedded"}}},
+     "state.json's `plan` section lacks `context`, `slots`, `kv_type`, `ubatch`, `verdict` (written by an older or "
+     "interrupted 02-plan): re-run 02-plan"),
+    ({"model": {"model": "embedded", "path": "{model}", "alias": "tiny"},
+      "plan": {"for_model": "embedded", "context": 4096, "slots": 1, "kv_type": "f16", "ubatch": 512,
+               "verdict": "fits"}, "engine": {"engine": "llamacpp"}},
+     "state.json's `engine` section lacks `runtime` (written by an older or interrupted 04-engine): re-run 04-engine"),
+    ({"model": {"path": "{model}"}},
+     "state.json's `model` section lacks `model`, `alias` (written by an older or interrupted 03-place-model)"),
+])
+def test_05_on_partial_state_names_the_step_to_run(home, tmp_path, sections, sentence):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    text = json.dumps(sections).replace("{model}", str(model))
+    _state(home, **json.loads(text))
+    with pytest.raises(StateError) as e:
+        serve.run()
+    assert str(e.value) == sentence or str(e.value).startswith(sentence)
+
+
+def test_03_and_04_on_partial_state_name_the_step(home):
+    from sparkkit import download
+    from sparkkit.engines import llamacpp
+    _state(home, choice={"engine": "llamacpp"}, host={"checks": []})
+    with pytest.raises(StateError, match="`choice` section lacks `model`.*re-run 01-preflight"):
+        download.run()
+    with pytest.raises(StateError, match="`host` section lacks `target`.*re-run 01-preflight"):
+        llamacpp.run()
+
+
+def test_ipv6_loopback_is_a_url_not_an_invalid_url():
+    assert Launch(model="m", host="::1", port=8080).base_url == "http://[::1]:8080"
+    assert Launch(model="m", host="127.0.0.1", port=8080).base_url == "http://127.0.0.1:8080"
+
+
+def test_corrupt_state_is_one_sentence_for_every_cli_verb(home, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    _state(home)
+    (home / "state.json").write_text("{half a file")
+    env = {"SPARKKIT_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    for verb in ("status", "stop"):
+        out = subprocess.run([str(Path(sys.executable).parent / "sparkkit"), verb], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert (home / "state.json").read_text() == "{half a file"          # nothing overwritten
+    assert issubclass(StateError, SparkkitError)
