@@ -49,3 +49,57 @@ def test_unusable_settings_file_is_left_untouched(tmp_path, content):
     with pytest.raises(SparkkitError, match="will not overwrite|fix or move"):
         claude.write_settings(path, env())
     assert path.read_text() == content and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_symlinked_settings_file_is_written_through_keeping_its_mode(tmp_path):
+    import os
+    import stat
+    real = tmp_path / "dotfiles" / "claude-settings.json"
+    real.parent.mkdir()
+    real.write_text(json.dumps({"env": {"MY_VAR": "x"}}))
+    os.chmod(real, 0o640)
+    link = tmp_path / ".claude" / "settings.json"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    w = claude.write_settings(link, env())
+    assert link.is_symlink() and os.readlink(link) == str(real)             # still the owner's link
+    assert json.loads(real.read_text())["env"]["MY_VAR"] == "x"
+    assert w.backup.parent == real.parent                                    # the backup beside the target
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640 and stat.S_IMODE(w.backup.stat().st_mode) == 0o600
+    keyed = claude.write_settings(link, claude.settings_env("http://h:1", "m", 1, "sk-secret"))
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600                        # it holds a key now: private
+    assert stat.S_IMODE(keyed.backup.stat().st_mode) == 0o600
+    assert not [p for p in real.parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_new_settings_file_is_private(tmp_path):
+    import os
+    import stat
+    w = claude.write_settings(tmp_path / ".claude" / "settings.json", env())
+    assert stat.S_IMODE(os.stat(w.path).st_mode) == 0o600
+
+
+def test_a_read_only_settings_file_is_refused_not_overwritten(tmp_path):
+    import os
+    path = tmp_path / "settings.json"
+    path.write_text('{"env": {}}')
+    os.chmod(path, 0o444)
+    with pytest.raises(SparkkitError, match="read-only: sparkkit will not overwrite it"):
+        claude.write_settings(path, env())
+    assert path.read_text() == '{"env": {}}' and sorted(p.name for p in tmp_path.iterdir()) == ["settings.json"]
+
+
+def test_a_file_that_cannot_be_replaced_leaves_no_partial(tmp_path, monkeypatch):
+    """As on an immutable (chattr +i) file: the rename fails; the file and its folder stay as they were."""
+    import os
+    path = tmp_path / "settings.json"
+    path.write_text('{"env": {}}')
+
+    def refuse(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(SparkkitError, match="it is unchanged"):
+        claude.write_settings(path, claude.settings_env("http://h:1", "m", 1, "sk-secret"))
+    monkeypatch.undo()
+    assert path.read_text() == '{"env": {}}'
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]

@@ -9,9 +9,12 @@ context (an unknown model is otherwise assumed to have 1M tokens), a fixed tool 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import stat
+import tempfile
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +25,7 @@ from . import records
 from .errors import SparkkitError
 
 PINNED_CLI = "2.1.332"
+LOCAL_TOKEN = "sparkkit-local"   # what Claude Code sends when the server has no key: not a secret
 NPM_PACKAGE = "@anthropic-ai/claude-code"
 
 
@@ -29,7 +33,7 @@ def settings_env(base_url: str, model: str, context: int, token: str | None = No
     """The `env` block that points Claude Code at our server."""
     return {
         "ANTHROPIC_BASE_URL": base_url,                       # no /v1: the CLI appends it
-        "ANTHROPIC_AUTH_TOKEN": token or "sparkkit-local",    # sent as Bearer; must match the server key
+        "ANTHROPIC_AUTH_TOKEN": token or LOCAL_TOKEN,    # sent as Bearer; must match the server key
         "ANTHROPIC_MODEL": model,
         "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
         "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
@@ -54,11 +58,22 @@ class SettingsWrite:
 
 
 def write_settings(path: Path, env: dict[str, str]) -> SettingsWrite:
-    """Merge `env` into the settings file's `env` block; back the old file up first."""
-    path = Path(path)
+    """Merge `env` into the settings file's `env` block; back the old file up first.
+
+    The file may hold a key (ANTHROPIC_AUTH_TOKEN), so: a symlink is written through to its target
+    (the backup sits beside the target); the target's mode is kept, and a new file is 0600, as is the
+    backup; a read-only file is refused, not overwritten; the new content goes to a private temporary
+    file beside the target, renamed over it, and removed if anything fails — no partial file is left."""
+    link = Path(path)
+    path = Path(os.path.realpath(link))          # follow a symlinked settings file to the real one
     existing: dict[str, Any] = {}
     backup = None
+    mode = 0o600
     if path.exists():
+        if not path.stat().st_mode & stat.S_IWUSR or not os.access(path, os.W_OK):   # root passes os.access
+            raise SparkkitError(f"{link} is read-only{' (through its link to ' + str(path) + ')' if path != link else ''}: "
+                                "sparkkit will not overwrite it; make it writable (chmod u+w) or pass another "
+                                "-p scope, then re-run 07")
         raw = path.read_text(encoding="utf-8")
         try:
             existing = json.loads(raw) if raw.strip() else {}
@@ -67,19 +82,31 @@ def write_settings(path: Path, env: dict[str, str]) -> SettingsWrite:
                                 "sparkkit will not overwrite it") from e
         if not isinstance(existing, dict) or not isinstance(existing.get("env", {}), dict):
             raise SparkkitError(f"{path} does not hold a JSON object with an `env` object; fix or move it")
+        secret = env.get("ANTHROPIC_AUTH_TOKEN", LOCAL_TOKEN) != LOCAL_TOKEN   # a real key, not the placeholder
+        mode = stat.S_IMODE(path.stat().st_mode) & (~0o077 if secret else ~0)
         backup = path.with_name(f"{path.name}.sparkkit-backup-{time.strftime('%Y%m%d-%H%M%S')}")
         n = 1
         while backup.exists():
             backup = backup.with_name(f"{backup.name.split('.~')[0]}.~{n}")
             n += 1
-        shutil.copy2(path, backup)
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # it may hold a key too
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(raw)
     old_env = dict(existing.get("env", {}))
     merged = {**existing, "env": {**old_env, **env}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return SettingsWrite(path, backup,
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(merged, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise SparkkitError(f"could not write {path} ({e.strerror or e}); it is unchanged"
+                            + (f" and its backup is {backup}" if backup else "") + "; fix its permissions and re-run 07") from None
+    return SettingsWrite(link, backup,
                          added=sorted(k for k in env if k not in old_env),
                          changed=sorted(k for k in env if k in old_env and old_env[k] != env[k]),
                          kept=sorted(k for k in old_env if k not in env))
