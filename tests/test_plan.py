@@ -206,12 +206,12 @@ def state(tmp_path, monkeypatch):
 
 
 def test_run_writes_the_plan_05_serves(state):
-    view = plan.run(context=0, slots=2, kv_type="q8_0", ubatch=512)
+    view = plan.run(context=0, slots=2, kv_type="bf16", ubatch=512)
     p = records.load_state()["plan"]
     for key in ("context", "slots", "kv_type", "ubatch", "verdict", "total_bytes", "usable_bytes", "for_model"):
         assert key in p, key
     assert (p["context"], p["slots"], p["kv_type"], p["ubatch"], p["for_model"]) == (
-        view.largest, 2, "q8_0", 512, "embedded")
+        view.largest, 2, "bf16", 512, "embedded")
     assert p["verdict"] == view.plan.verdict and view.plan.backend == "cpu"
 
 
@@ -255,10 +255,31 @@ def test_tuner_button_hands_the_tuned_values_to_05(state):
     t.context.value = 16384
     assert t.draws == 1                                                     # a change draws the new plan
     t.slots.value = 2
-    t.kv_type.value = "q4_0"
+    assert "q4_0" not in t.kv_type.options                    # head size 16: llama.cpp refuses q4_0/q8_0 here
+    t.kv_type.value = "bf16"
     t.adopt_button.click()
     p = records.load_state()["plan"]
-    assert (p["context"], p["slots"], p["kv_type"], p["for_model"]) == (16384, 2, "q4_0", "embedded")
+    assert (p["context"], p["slots"], p["kv_type"], p["for_model"]) == (16384, 2, "bf16", "embedded")
     assert "05-serve will launch context 16384" in t.status.value
     other = ContextTuner.for_view(plan.run(context=65536, engine="sglang", model="gpt-oss-20b"))
     assert other.adopt_button.disabled and "comparison" in other.adopt_button.tooltip
+
+
+def test_plan_and_launch_agree_on_the_host_prompt_cache_sized_for_the_model():
+    """02 charged llama.cpp's 8 GiB prompt cache to a 1.6 MiB model while 05 never passed --cache-ram."""
+    from sparkkit.engines.launch import Launch, to_argv
+    from sparkkit.model import architecture
+    tiny = plan.plan_memory(architecture("embedded"), 131072, usable_bytes=4 * GIB, backend="cpu")
+    assert tiny.verdict == "fits" and row(tiny, "host prompt cache") == 256 * 2**20   # the embedded default, 4 GiB
+    big = plan.plan_memory(G120, 131072, usable_bytes=120 * GIB)
+    assert big.to_dict()["cache_ram_mib"] == 8192 and row(big, "host prompt cache") == 8 * GIB
+    argv = to_argv(Launch(model="m.gguf", cache_ram_mib=tiny.to_dict()["cache_ram_mib"]))
+    assert argv[argv.index("--cache-ram") + 1] == "256"
+
+
+def test_a_kv_type_llama_cpp_refuses_for_the_head_size_is_refused_by_the_plan():
+    from sparkkit.model import architecture
+    tiny = architecture("embedded")                                   # head size 16: q8_0's 32-value blocks do not fit
+    with pytest.raises(ParameterError, match="parameter `kv_type`: got 'q8_0'; accepted: f16, bf16, f32 for"):
+        plan.plan_memory(tiny, 4096, kv_type="q8_0", usable_bytes=4 * GIB, backend="cpu")
+    assert plan.plan_memory(G120, 4096, kv_type="q8_0", usable_bytes=120 * GIB).verdict == "fits"   # 64: fine

@@ -41,6 +41,9 @@ KV_TYPES = {"llamacpp": ("f16", "bf16", "q8_0", "q4_0", "f32"),    # -ctk/-ctv
             "ollama": ("f16", "q8_0", "q4_0"),                        # OLLAMA_KV_CACHE_TYPE (engines.md §2)
             "sglang": ("f16", "bf16", "fp8"),                         # --kv-cache-dtype auto | fp8_e4m3
             "vllm": ("f16", "bf16", "fp8")}                           # --kv-cache-dtype auto | fp8
+# Quantized KV types store blocks of this many values; llama.cpp refuses them when a head's size is not a
+# multiple (ggml's row size must be whole blocks).
+KV_BLOCK = {"q8_0": 32, "q4_0": 32}
 BACKENDS = ("cuda", "cpu")
 TIGHT = 0.90                # above 90 % of usable memory the desktop and page cache start to fight it
 
@@ -48,6 +51,11 @@ TIGHT = 0.90                # above 90 % of usable memory the desktop and page c
 # (--cache-ram, MiB; it always keeps at least one saved state, even one larger than the limit) and
 # the context checkpoints of models with sliding-window attention (--ctx-checkpoints per slot).
 LLAMACPP_CACHE_RAM = 8192 * MIB
+# sparkkit sizes the cache for the model and passes it (--cache-ram), so plan and launch agree: room for
+# CACHE_RAM_STATES whole-context slot states, at least CACHE_RAM_MIN, at most llama.cpp's 8 GiB default
+# (gpt-oss-120b and -20b keep the 8 GiB; the embedded tiny model gets 256 MiB and plans on a 4 GiB host).
+CACHE_RAM_STATES = 4
+CACHE_RAM_MIN = 256 * MIB
 LLAMACPP_CTX_CHECKPOINTS = 32
 # CUDA context, cuBLAS workspaces and the like beyond the logged buffers: nvidia-smi showed
 # +596…600 MiB over the sum of llama.cpp's buffers for gpt-oss 20b and 120b (gpu-standin.md §4), and
@@ -121,6 +129,7 @@ class Plan:
     aside: tuple[tuple[str, int, str], ...] = ()   # shown, not counted against usable memory
     refusal: str = ""        # why the engine itself would refuse this plan (vLLM/SGLang: KV pool too small)
     notes: tuple[str, ...] = ()
+    cache_ram: int = 0       # llama.cpp's host prompt cache, bytes: 05 passes it as --cache-ram (MiB)
 
     @property
     def total_bytes(self) -> int:
@@ -151,8 +160,15 @@ class Plan:
                 "slots": self.slots, "kv_type": self.kv_type, "ubatch": self.ubatch, "usable_bytes": self.usable_bytes,
                 "total_bytes": self.total_bytes, "kv_bytes": self.kv_bytes(), "verdict": self.verdict,
                 "refusal": self.refusal, "notes": list(self.notes),
+                "cache_ram_mib": self.cache_ram // MIB if self.cache_ram else None,
                 "rows": [{"component": n, "bytes": b, "how": h} for n, b, h in self.rows],
                 "aside": [{"component": n, "bytes": b, "how": h} for n, b, h in self.aside]}
+
+
+def kv_types_for(arch: Architecture, engine: str = "llamacpp") -> tuple[str, ...]:
+    """The KV cache types `engine` accepts for `arch` (quantized blocks must divide the head size)."""
+    return tuple(t for t in KV_TYPES[engine] if engine not in ("llamacpp", "ollama")
+                 or arch.head_dim % KV_BLOCK.get(t, 1) == 0)
 
 
 def validate(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int = 2048,
@@ -163,6 +179,12 @@ def validate(arch: Architecture, context: int, slots: int, kv_type: str, ubatch:
     check_int("slots", slots, 1, 256)
     check_choice("kv_type", kv_type, KV_TYPES[engine])
     check_int("ubatch", ubatch, 1, 65536)
+    if kv_type not in kv_types_for(arch, engine):
+        block = KV_BLOCK[kv_type]
+        raise ParameterError("kv_type", kv_type, f"{', '.join(kv_types_for(arch, engine))} for {arch.name}: its head "
+                                                 f"size {arch.head_dim} is "
+                                                 f"not a multiple of {kv_type}'s {block}-value blocks, so llama.cpp "
+                                                 "refuses that KV cache type")
     if context // slots < 256:
         raise ParameterError("slots", slots, f"1 to {max(context // 256, 1)} for context {context} "
                                              "(each slot needs >= 256 tokens)")
@@ -171,7 +193,7 @@ def validate(arch: Architecture, context: int, slots: int, kv_type: str, ubatch:
 def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048,
                 usable_bytes: int = 0, kv_unified: bool = True, swa_full: bool = False, engine: str = "llamacpp",
                 backend: str = "cuda", discrete_gpu: bool = False, total_memory: int = GB10_TOTAL,
-                mem_fraction: float | None = None, cache_ram: int = LLAMACPP_CACHE_RAM,
+                mem_fraction: float | None = None, cache_ram: int | None = None,
                 ctx_checkpoints: int = LLAMACPP_CTX_CHECKPOINTS) -> Plan:
     """The plan for `engine` serving `arch` with `context` tokens shared by `slots` (llama.cpp: a
     unified KV pool unless kv_unified is False). `backend`: llama.cpp's cuda build (GB10, a GPU)
@@ -180,11 +202,28 @@ def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str =
     validate(arch, context, slots, kv_type, ubatch, engine)
     check_choice("backend", backend, BACKENDS)
     if engine == "llamacpp":
+        if cache_ram is None:
+            cache_ram = cache_ram_for(arch, context, slots, kv_type, ubatch, kv_unified, swa_full)
         return _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable_bytes, kv_unified, swa_full, backend,
                               discrete_gpu, cache_ram, ctx_checkpoints)
     if engine == "ollama":
         return _plan_ollama(arch, context, slots, kv_type, ubatch, usable_bytes, total_memory)
     return _plan_pool(arch, context, slots, kv_type, ubatch, usable_bytes, engine, total_memory, mem_fraction)
+
+
+def slot_state_bytes(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int,
+                     unified: bool = True, swa_full: bool = False) -> int:
+    """One slot's saved state (what the host prompt cache stores per prompt): its share of the KV cache."""
+    lay = lcm.kv_layout(arch, context, slots, ubatch, unified, swa_full)
+    full, swa = lcm.kv_bytes(arch, lay, kv_type)
+    return full // max(lay.n_stream, 1) + swa // max(lay.n_stream, 1)
+
+
+def cache_ram_for(arch: Architecture, context: int, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048,
+                  unified: bool = True, swa_full: bool = False) -> int:
+    """The host prompt cache sparkkit passes as --cache-ram for this model and context (bytes, whole MiB)."""
+    want = CACHE_RAM_STATES * slot_state_bytes(arch, context, slots, kv_type, ubatch, unified, swa_full)
+    return -(-min(LLAMACPP_CACHE_RAM, max(CACHE_RAM_MIN, want)) // MIB) * MIB
 
 
 def _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable, unified, swa_full, backend, discrete,
@@ -239,8 +278,9 @@ def _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable, unified, swa_f
                                                   "(measured on a GPU, gpu-standin.md §4)"))
     if discrete:
         return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(dev), "llamacpp", backend,
-                    aside=tuple((n, b, "host RAM, not GPU memory") for n, b, _ in host))
-    return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(dev + host), "llamacpp", backend)
+                    aside=tuple((n, b, "host RAM, not GPU memory") for n, b, _ in host), cache_ram=cache_ram)
+    return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(dev + host), "llamacpp", backend,
+                cache_ram=cache_ram)
 
 
 def _engine_weights(arch: Architecture, engine: str) -> tuple[int, str]:

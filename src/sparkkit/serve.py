@@ -423,6 +423,7 @@ def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api
     launch = Launch(model=model["path"], alias=model["alias"], context=plan["context"], slots=plan["slots"],
                     kv_type=plan["kv_type"], ubatch=plan["ubatch"], batch=max(plan["ubatch"], 2048), host=host,
                     port=port, api_key_file=str(key_file) if key_file else None,
+                    cache_ram_mib=plan.get("cache_ram_mib"),      # the host prompt cache 02 planned and counted
                     threads=os.cpu_count() if runtime["kind"] == "embedded" else None)
     return start(launch, runtime)
 

@@ -13,7 +13,7 @@ from typing import Any
 import ipywidgets as W
 
 from .model import Architecture
-from .plan import ENGINE_NAMES, KV_TYPES, PlanView, Setting, adopt, plan_view
+from .plan import ENGINE_NAMES, PlanView, Setting, adopt, kv_types_for, plan_view
 
 
 class ContextTuner:
@@ -33,7 +33,8 @@ class ContextTuner:
         self.context = W.IntSlider(value=min(max(context, 1024), top), min=1024, max=top, step=1024,
                                    description="context", continuous_update=False)
         self.slots = W.IntSlider(value=slots, min=1, max=16, description="slots", continuous_update=False)
-        self.kv_type = W.Dropdown(options=list(KV_TYPES[engine]), value=kv_type, description="KV type")
+        self.kv_type = W.Dropdown(options=list(kv_types_for(arch, engine)), value=kv_type,   # the ones llama.cpp takes
+                                  description="KV type")
         self.adopt_button = W.Button(description="Use for 05-serve", icon="check",
                                      disabled=setting is None or not setting.adoptable,
                                      tooltip=(setting.why_not if setting and not setting.adoptable else

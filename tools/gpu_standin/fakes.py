@@ -37,9 +37,10 @@ HELP = """----- common params -----
 -ctxcp, --ctx-checkpoints, --swa-checkpoints N
                                         max number of context checkpoints to create per slot
 -bs,   --backend-sampling               enable backend sampling (experimental)
+-cram, --cache-ram N                    set the maximum cache size in MiB (default: 8192, -1 - no limit, 0 - disable)
 """
 VALUED = {"-m", "-c", "--ctx-size", "-np", "--parallel", "-ngl", "-fa", "--flash-attn", "-lm", "-ub", "-b", "-lv",
-          "--alias", "--host", "--port", "--api-key-file", "-t", "-ctk", "-ctv", "--ctx-checkpoints"}
+          "--alias", "--host", "--port", "--api-key-file", "-t", "-ctk", "-ctv", "--ctx-checkpoints", "--cache-ram"}
 FLAGS = {"--kv-unified", "--jinja", "--metrics", "--backend-sampling"}
 
 
@@ -74,6 +75,8 @@ def server(argv: list[str]) -> int:
     p.n_batch = int(opts.get("-b", 2048))
     p.model_alias = {opts.get("--alias", os.path.basename(opts["-m"]))}
     p.verbosity = int(opts.get("-lv", 3))
+    if "--cache-ram" in opts:
+        p.cache_ram_mib = int(opts["--cache-ram"])
     if "--ctx-checkpoints" in opts:
         p.n_ctx_checkpoints = int(opts["--ctx-checkpoints"])
     p.sampling.backend_sampling = "--backend-sampling" in opts

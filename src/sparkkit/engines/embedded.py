@@ -65,6 +65,8 @@ def to_params(launch: Launch):
         p.cpuparams.n_threads = p.cpuparams_batch.n_threads = launch.threads
     if launch.log_verbosity is not None:
         p.verbosity = launch.log_verbosity
+    if launch.cache_ram_mib is not None:
+        p.cache_ram_mib = launch.cache_ram_mib
     if launch.api_key_file:
         p.api_keys = [Path(launch.api_key_file).read_text(encoding="utf-8").strip()]
     return p

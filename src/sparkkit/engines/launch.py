@@ -62,6 +62,7 @@ class Launch:
     metrics: bool = True            # --metrics: /metrics for the bench step
     threads: int | None = None      # -t; None = the engine's default
     log_verbosity: int | None = None  # -lv; 4 makes llama.cpp log its KV cache and compute buffer sizes
+    cache_ram_mib: int | None = None  # --cache-ram: the host prompt cache 02 planned (None: llama.cpp's 8192)
     extra: tuple[str, ...] = field(default_factory=tuple)  # verbatim extra llama-server flags
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class ServerFlags:
     kv_unified: bool = True
     jinja: bool = True
     api_key_file: bool = True
+    cache_ram: bool = True          # --cache-ram (llama.cpp PR #16391, 2025-10)
 
     @classmethod
     def from_help(cls, help_text: str) -> "ServerFlags":
@@ -112,6 +114,7 @@ class ServerFlags:
             kv_unified=has("--kv-unified"),
             jinja=has("--jinja"),
             api_key_file=has("--api-key-file"),
+            cache_ram=has("--cache-ram"),
         )
 
 
@@ -144,6 +147,8 @@ def to_argv(launch: Launch, binary: str = "llama-server", flags: ServerFlags = S
         a += ["-t", str(launch.threads)]
     if launch.log_verbosity is not None:
         a += ["-lv", str(launch.log_verbosity)]
+    if launch.cache_ram_mib is not None and flags.cache_ram:
+        a += ["--cache-ram", str(launch.cache_ram_mib)]
     if launch.api_key_file:
         a += ["--api-key-file", launch.api_key_file]
     return a + list(launch.extra)
