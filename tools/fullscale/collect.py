@@ -13,17 +13,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import nbformat
-
-
-def _notebook(src: Path, dest: Path) -> None:
-    nb = nbformat.read(src, as_version=4)
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            data = o.get("data", {})
-            for k in [k for k in data if k.startswith("image/") or k == "application/vnd.jupyter.widget-view+json"]:
-                del data[k]
-    nbformat.write(nb, dest)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu_standin"))
+from collect import write_without_images  # noqa: E402  (the GPU stand-in's, one way to drop images)
 
 
 def main(dest: str, *tarballs: str) -> int:
@@ -39,7 +30,7 @@ def main(dest: str, *tarballs: str) -> int:
                 rel = p.relative_to(root)
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 if p.suffix == ".ipynb":
-                    _notebook(p, out / rel)
+                    write_without_images(p, out / rel)
                 else:
                     shutil.copy(p, out / rel)
     return 0

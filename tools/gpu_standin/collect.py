@@ -16,6 +16,17 @@ from pathlib import Path
 import nbformat
 
 
+def write_without_images(src: Path, dest: Path) -> None:
+    """An executed notebook with its images and widget views dropped (the numbers stay in the text outputs)."""
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            for k in [k for k in data if k.startswith("image/") or k == "application/vnd.jupyter.widget-view+json"]:
+                del data[k]
+    nbformat.write(nb, dest)
+
+
 def main(src: str, dest: str) -> int:
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
@@ -30,13 +41,7 @@ def main(src: str, dest: str) -> int:
         for p in sorted((root / "runs").glob("*.json")):
             shutil.copy(p, out / "runs" / p.name)
         for p in sorted((root / "runs").glob("*.ipynb")):
-            nb = nbformat.read(p, as_version=4)
-            for cell in nb.cells:
-                for o in cell.get("outputs", []):
-                    data = o.get("data", {})
-                    for k in [k for k in data if k.startswith("image/") or k == "application/vnd.jupyter.widget-view+json"]:
-                        del data[k]
-            nbformat.write(nb, out / "runs" / p.name)
+            write_without_images(p, out / "runs" / p.name)
         (out / "logs").mkdir(exist_ok=True)
         for p in sorted((root / "logs").glob("*")):
             if p.suffix in (".txt", ".err"):
