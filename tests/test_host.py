@@ -38,6 +38,7 @@ VERDICTS = {
     ("dgx-spark-fe-7.3.1", "llamacpp"): (P, table(P, P, P, P, S, P, P, S, S, S)),
     ("dgx-spark-fe-7.3.1", "sglang"): (W, table(P, P, P, P, S, P, W, S, S, S)),
     ("asus-gx10-dgxos-7.6.0", "llamacpp"): (F, table(P, P, S, P, S, F, P, P, S, S)),
+    ("gx10-odd-encodings", "llamacpp"): (F, table(P, P, S, P, S, F, P, P, S, S)),    # the same box, odd bytes
     ("asus-gx10-dgxos-7.6.0", "sglang"): (F, table(P, P, P, P, S, F, W, W, S, S)),
     ("asus-gx10-dgxos-7.6.0", "ollama"): (F, table(P, P, P, P, S, F, P, P, S, P)),
     ("hp-zgx-nano-dgxos-7.5.0", "llamacpp"): (P, table(P, P, S, P, S, S, S, S, S, S)),
@@ -82,7 +83,8 @@ def test_every_recorded_host_names_its_sources_and_holds_no_serial():
         assert (d / "SNAPSHOT").read_text().startswith(f"format: {snapshot.FORMAT}\n"), d
         assert "spark.md" in (d / "PROVENANCE.md").read_text(), d
         for f in d.rglob("*"):
-            for line in f.read_text().splitlines() if f.is_file() and f.name != "PROVENANCE.md" else []:
+            text = snapshot.read_contained(f, d.resolve()) if f.name != "PROVENANCE.md" else None
+            for line in (text or "").splitlines():
                 if "serial" in line.lower():
                     assert snapshot.REDACTED in line, (f, line)
 
@@ -448,3 +450,75 @@ def test_01_shows_whole_fixes_failing_checks_first_and_names_them(tmp_path, monk
     assert len(disk.fix) > 50 and disk.fix in repr(table) and html.escape(disk.fix) in table._repr_html_()
     assert "…" not in repr(table) and "..." not in repr(table)
     assert disk.value in repr(table.head(3))                            # still whole after slicing
+
+
+# ----------------------------------------------------------------------------- malformed snapshots
+def _opened_outside(monkeypatch, snap):
+    """Record every file opened for reading outside the snapshot while 01 runs on it."""
+    import builtins
+    real_open, seen = builtins.open, []
+
+    def watching(file, mode="r", *a, **k):
+        p = str(file)
+        if "r" in mode and p.startswith(("/etc", "/proc", "/sys", "/root/.")) and not p.startswith(str(snap)):
+            seen.append(p)
+        return real_open(file, mode, *a, **k)
+    monkeypatch.setattr(builtins, "open", watching)
+    return seen
+
+
+def test_snapshot_files_in_odd_encodings_are_read(tmp_path):
+    gx10 = "asus-gx10-dgxos-7.6.0"
+    plain = host.run(host=str(SNAPS / gx10))[0]
+    meminfo = (SNAPS / gx10 / "files" / "proc" / "meminfo").read_text()
+    for name, data in (("bom-crlf", b"\xef\xbb\xbf" + meminfo.replace("\n", "\r\n").encode()),
+                       ("utf16", meminfo.encode("utf-16"))):
+        d = Path(variant(tmp_path, gx10))
+        (d / "files" / "proc" / "meminfo").write_bytes(data)
+        report = host.run(host=str(d))[0]
+        assert check(report, "usable memory").value == check(plain, "usable memory").value, name
+
+
+def test_snapshot_digits_that_are_not_ascii_do_not_crash_01(tmp_path):
+    gx10 = "asus-gx10-dgxos-7.6.0"
+    d = variant(tmp_path, gx10, {"/proc/meminfo": "MemTotal:       ²²² kB\nMemAvailable:   ١٢٣ kB\nSwapFree: 0 kB\n"},
+                {"df -P -k": "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 10 5 ²5 50% /\n"})
+    report = host.run(host=d)[0]
+    assert report.statuses()["disk"] == "skip" and report.statuses()["usable memory"] in ("skip", F, W)
+
+
+def test_links_anywhere_in_a_snapshot_never_lead_out_of_it(tmp_path, monkeypatch):
+    import os
+    gx10 = "asus-gx10-dgxos-7.6.0"
+    d = Path(variant(tmp_path, gx10))
+    (d / "files" / "etc" / "os-release").unlink(missing_ok=True)
+    (d / "files" / "etc").mkdir(parents=True, exist_ok=True)
+    (d / "files" / "etc" / "os-release").symlink_to("/etc/os-release")              # a file linked out
+    (d / "files" / "proc" / "swaps").unlink(missing_ok=True)
+    (d / "files" / "proc" / "swaps").symlink_to(d / "nowhere")                      # a link to nothing
+    os.mkfifo(d / "files" / "proc" / "cmdline")                                      # a special file
+    outside = tmp_path / "outside-commands"
+    outside.mkdir()
+    (outside / "x.txt").write_text("$ nvidia-smi\nNVIDIA-SMI 999.99\n")
+    (d / "commands" / "99-linked.txt").symlink_to(outside / "x.txt")                 # a command linked out
+    seen = _opened_outside(monkeypatch, d)
+    src = snapshot.load(d)
+    assert src.read("/etc/os-release") is None and src.read("/proc/swaps") is None
+    assert src.read("/proc/cmdline") is None                                         # never blocks on a FIFO
+    assert "commands/99-linked.txt: not a regular file inside the snapshot; ignored" in src.problems
+    report = host.run(host=str(d))[0]
+    assert seen == [] and report.verdict in (P, W, F)
+    # files/ itself linked out of the snapshot: nothing is read through it
+    e = Path(variant(tmp_path, gx10))
+    import shutil
+    shutil.rmtree(e / "files")
+    (e / "files").symlink_to("/")
+    src = snapshot.load(e)
+    assert src.read("/etc/os-release") is None and src.read("/proc/meminfo") is None
+    assert seen == []
+
+
+def test_the_same_box_in_odd_bytes_reads_the_same(home):
+    plain = host.run(host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0]
+    odd = host.run(host=str(SNAPS / "gx10-odd-encodings"))[0]
+    assert [(c.name, c.status, c.value) for c in odd.checks] == [(c.name, c.status, c.value) for c in plain.checks]

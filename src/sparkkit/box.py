@@ -30,7 +30,7 @@ def meminfo(text: str | None) -> dict[str, int]:
     for line in (text or "").splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        if parts and parts[0].isascii() and parts[0].isdigit():
             out[key.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
     return out
 
@@ -64,13 +64,13 @@ def gpu_info(src: HostSource) -> Gpu:
     g = Gpu()
     for line in (src.run(*GPU_QUERY) or "").splitlines():
         name, _, driver = (p.strip() for p in line.partition(","))
-        if name.startswith("NVIDIA") or (driver and re.match(r"\d+\.\d+", driver)):
+        if name.startswith("NVIDIA") or (driver and re.match(r"\d+\.\d+", driver, re.A)):
             g.names.append(name)
             g.driver = g.driver or (driver or None)
     table = src.run("nvidia-smi") or ""
-    if m := re.search(r"Driver Version:\s*([\d.]+)", table):
+    if m := re.search(r"Driver Version:\s*([\d.]+)", table, re.A):
         g.driver = g.driver or m.group(1)
-    if m := re.search(r"CUDA Version:\s*([\d.]+)", table):
+    if m := re.search(r"CUDA Version:\s*([\d.]+)", table, re.A):
         g.cuda = m.group(1)
     rows = re.findall(r"^\|\s+\d+\s+(.+?)\s{2,}(?:On|Off)\s+\|", table, re.M)
     g.names = g.names or [r.strip() for r in rows]

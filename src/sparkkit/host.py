@@ -208,7 +208,7 @@ def _cuda(f: Facts, n: Need) -> Check:
         if not f.src.recorded("nvcc --version") and not f.src.recorded(f"{NVCC_DEFAULT} --version"):
             return c("skip", "nvcc --version is not in this snapshot")
         return c("warn", f"no nvcc on PATH or at {NVCC_DEFAULT}", install)
-    m = re.search(r"release (\d+)\.(\d+)", on_path or at_default or "")
+    m = re.search(r"release (\d+)\.(\d+)", on_path or at_default or "", re.A)
     release = f"{m.group(1)}.{m.group(2)}" if m else "(unknown release)"
     if m and int(m.group(1)) < 13 and f.is_gb10:   # another GPU's arch is older than sm_121
         return c("warn", f"nvcc {release}: too old for sm_121", install)
@@ -273,7 +273,7 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
     c = _check("usable memory", "on GB10 nvidia-smi reports no memory (\"Not Supported\"); /proc/meminfo is the "
                "truth, MemTotal is ~121.6 GiB on a 128 GB box, and the page cache shares the unified memory")
     mem = f.mem
-    vram = re.fullmatch(r"(\d+)MiB\s*/\s*(\d+)MiB", f.gpu.memory or "")
+    vram = re.fullmatch(r"(\d+)MiB\s*/\s*(\d+)MiB", f.gpu.memory or "", re.A)
     if vram and not f.is_gb10 and n.model != "embedded":     # a discrete GPU: the weights live in its memory
         free, need = (int(vram.group(2)) - int(vram.group(1))) * 2**20, n.memory_bytes
         value = f"{_gib(free)} free of {f.gpu.names[0]}'s {_gib(int(vram.group(2)) * 2**20)}; {n.says}"

@@ -29,11 +29,13 @@ is captured, before anything is written. Serial-number files (DMI ``product_seri
 """
 from __future__ import annotations
 
+import codecs
 import datetime as _dt
 import os
 import re
 import shlex
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +152,29 @@ def capture(directory: str | os.PathLike, source: HostSource | None = None,
     return out
 
 
+MAX_FILE_BYTES = 1 << 20     # a recorded file or command output larger than this is read only this far
+
+
+def read_contained(path: Path, root: Path) -> str | None:
+    """The text of `path` if it is a regular file that resolves inside `root` (links anywhere in the
+    snapshot must not lead out of it, or to a FIFO or device that would block or never end), at most
+    MAX_FILE_BYTES of it, decoded whatever the encoding: a UTF-8 or UTF-16 byte-order mark is honoured,
+    anything else is UTF-8 with undecodable bytes replaced. None when it cannot be used."""
+    try:
+        real = Path(path).resolve()
+        if not real.is_relative_to(root) or not stat.S_ISREG(os.stat(real).st_mode):
+            return None
+        with open(real, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES)
+    except (OSError, RuntimeError, ValueError):      # RuntimeError: a symlink loop
+        return None
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+                       (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if raw.startswith(bom):
+            return raw[len(bom):].decode(codec, errors="replace").replace("\r\n", "\n")
+    return raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
 class SnapshotSource(HostSource):
     """A recorded host: files from ``files/``, command outputs from ``commands/``, never the live host."""
 
@@ -161,16 +186,17 @@ class SnapshotSource(HostSource):
         self.label = f"snapshot {root.name}"
 
     def _file(self, path: str) -> Path | None:
-        base = (self.root / "files").resolve()
-        p = None if path.startswith("~") else (base / path.lstrip("/")).resolve()
-        return p if p is not None and p.is_relative_to(base) else None
+        try:
+            base = (self.root / "files").resolve()
+            p = None if path.startswith("~") else (base / path.lstrip("/")).resolve()
+        except (OSError, RuntimeError, ValueError):
+            return None
+        # inside files/, and files/ itself inside the snapshot (a linked files/ must not lead out)
+        return p if p is not None and base.is_relative_to(self.root) and p.is_relative_to(base) else None
 
     def read(self, path: str) -> str | None:
         p = self._file(path)
-        try:
-            return p.read_text(encoding="utf-8", errors="replace") if p is not None else None
-        except OSError:
-            return None
+        return read_contained(p, self.root) if p is not None else None
 
     def run_full(self, *argv: str, timeout: float = 10.0) -> tuple[int | None, str]:
         rc, out = self.commands.get(shlex.join(argv), (None, ""))
@@ -180,7 +206,7 @@ class SnapshotSource(HostSource):
         if key in self.commands or key in (p.strip() for p in self.meta.get("absent", "").split(",")):
             return True
         p = self._file(key)
-        return p is not None and p.exists()
+        return p is not None and read_contained(p, self.root) is not None
 
     def machine(self) -> str:
         return self.meta.get("machine") or (self.run("uname", "-m") or "").strip()
@@ -192,7 +218,7 @@ class SnapshotSource(HostSource):
         best: tuple[int, int] | None = None
         for line in (self.run("df", "-P", "-k") or "").splitlines()[1:]:
             parts = line.split()
-            if len(parts) < 6 or not parts[3].isdigit():
+            if len(parts) < 6 or not (parts[3].isascii() and parts[3].isdigit()):
                 continue
             mount = " ".join(parts[5:])
             if target == mount or target.startswith(mount.rstrip("/") + "/"):
@@ -205,7 +231,7 @@ class SnapshotSource(HostSource):
 
     def exists(self, path: str) -> bool:
         p = self._file(path)
-        return p is not None and p.is_file()
+        return p is not None and read_contained(p, self.root) is not None
 
     def env_has(self, name: str) -> bool:
         return False
@@ -223,8 +249,12 @@ def load(directory: str | os.PathLike, parameter: str = "host") -> SnapshotSourc
         why = "does not exist" if not root.exists() else "is not a directory" if not root.is_dir() \
             else "has no SNAPSHOT file"
         raise ParameterError(parameter, str(directory), f"{ACCEPTED} — this path {why}")
+    root = root.resolve()
+    marker_text = read_contained(marker, root)
+    if marker_text is None:
+        raise ParameterError(parameter, str(directory), f"{ACCEPTED} — its SNAPSHOT is not a regular file inside it")
     meta: dict[str, str] = {}
-    for line in marker.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in marker_text.splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip():
             meta.setdefault(key.strip(), value.strip())
@@ -233,8 +263,18 @@ def load(directory: str | os.PathLike, parameter: str = "host") -> SnapshotSourc
                              f"{meta.get('format')!r}")
     commands: dict[str, tuple[int, str]] = {}
     problems: list[str] = []
-    for p in sorted((root / "commands").glob("*.txt")) if (root / "commands").is_dir() else []:
-        text = p.read_text(encoding="utf-8", errors="replace")
+    commands_dir = root / "commands"
+    try:
+        inside = commands_dir.is_dir() and commands_dir.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):
+        inside = False
+    if commands_dir.exists() and not inside:
+        problems.append("commands/: not a folder inside the snapshot; ignored")
+    for p in sorted(commands_dir.glob("*.txt")) if inside else []:
+        text = read_contained(p, root)
+        if text is None:
+            problems.append(f"commands/{p.name}: not a regular file inside the snapshot; ignored")
+            continue
         first, _, rest = text.partition("\n")
         if not first.startswith("$ "):
             problems.append(f"commands/{p.name}: first line is not '$ <command>'; ignored")
@@ -245,7 +285,7 @@ def load(directory: str | os.PathLike, parameter: str = "host") -> SnapshotSourc
             problems.append(f"commands/{p.name}: cannot parse the command line; ignored")
             continue
         rc = 0
-        if m := re.match(r"# exit (\d+)\n?", rest):
+        if m := re.match(r"# exit (\d+)\n?", rest, re.ASCII):
             rc, rest = int(m.group(1)), rest[m.end():]
         commands[key] = (rc, rest)
-    return SnapshotSource(root.resolve(), meta, commands, problems)
+    return SnapshotSource(root, meta, commands, problems)
