@@ -522,3 +522,20 @@ def test_the_same_box_in_odd_bytes_reads_the_same(home):
     plain = host.run(host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0]
     odd = host.run(host=str(SNAPS / "gx10-odd-encodings"))[0]
     assert [(c.name, c.status, c.value) for c in odd.checks] == [(c.name, c.status, c.value) for c in plain.checks]
+
+
+def test_a_gb10_whose_gpu_does_not_answer_is_diagnosed_as_that(tmp_path, home):
+    """Not 'a CPU machine, embedded default': the box is a GB10 with a driver that does not reach its GPU."""
+    failed = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the " \
+             "latest NVIDIA driver is installed and running.\n"
+    for name in ("dgx-spark-fe-7.3.1", "asus-gx10-dgxos-7.6.0"):
+        d = variant(tmp_path, name, commands={"nvidia-smi --query-gpu=name,driver_version --format=csv,noheader":
+                                              "# exit 9\n" + failed, "nvidia-smi": "# exit 9\n" + failed})
+        for f in Path(d, "commands").glob("*"):
+            if "nvidia-smi" in f.read_text().splitlines()[0] and not f.name.startswith("variant-"):
+                f.unlink()
+        report, chosen = host.run(host=d)
+        platform = check(report, "platform")
+        assert report.target == "gb10" and chosen == "gpt-oss-120b", (name, report.target, chosen)
+        assert platform.status == F and "nvidia-smi lists no GPU" in platform.value and "sudo reboot" in platform.fix
+        assert report.headline.startswith("failed: platform")

@@ -100,6 +100,7 @@ class Facts:
     box: str
     box_from: str
     mem: dict[str, int]
+    gb10_unanswered: bool = False   # a GB10 box by DGX OS (DGX_NAME "DGX Spark") or DMI, whose GPU nvidia-smi does not list
 
 
 def gather(src: HostSource) -> Facts:
@@ -111,8 +112,11 @@ def gather(src: HostSource) -> Facts:
     plat = ((dgx or {}).get("DGX_PLATFORM") or [""])[-1]
     vendor, product = ((src.read(f"/sys/class/dmi/id/{k}") or "").strip() for k in ("sys_vendor", "product_name"))
     is_gb10 = any("GB10" in n for n in gpu.names)
+    dgx_names = " ".join((dgx or {}).get("DGX_NAME", []) + (dgx or {}).get("DGX_PRETTY_NAME", []))
+    machine = src.machine()
+    gb10_box = "SPARK" in dgx_names.upper() or (machine == "aarch64" and bool(box_name("", vendor, product)))
     dmi = f"{vendor} {product}".strip()
     box = box_name(plat, vendor, product) if (is_gb10 or dgx is not None) else dmi
     said = [f"DGX_PLATFORM '{plat}'" if plat else "", f"DMI '{dmi}'" if dmi and box != dmi else ""]
-    return Facts(src, gpu, is_gb10, src.machine(), dgx, os_name, box, "; ".join(s for s in said if s),
-                 meminfo(src.read("/proc/meminfo")))
+    return Facts(src, gpu, is_gb10, machine, dgx, os_name, box, "; ".join(s for s in said if s),
+                 meminfo(src.read("/proc/meminfo")), gb10_unanswered=gb10_box and not gpu.names)

@@ -169,10 +169,12 @@ def _platform(f: Facts, n: Need) -> Check:
                  "NVIDIA GPUs take the same llama.cpp path", "nothing to fix; plans use this GPU's memory as reported")
     if not f.src.recorded(" ".join(GPU_QUERY)) and not f.src.recorded("nvidia-smi"):
         return c("skip", f"nvidia-smi is not in this snapshot; {made} · {arch}")
-    if f.dgx is not None:
-        return c("fail", f"DGX OS box ({made}) but nvidia-smi lists no GPU: the driver does not reach it",
-                 "sudo reboot, then nvidia-smi; if it still lists nothing: "
-                 "docs.nvidia.com/dgx/dgx-spark/known-issues.html")
+    if f.gb10_unanswered or f.dgx is not None:
+        what = "a GB10 box" if f.gb10_unanswered else "a DGX OS box"
+        return c("fail", f"{what} ({made}) but nvidia-smi lists no GPU: the driver does not reach the GPU, so "
+                 "nothing can be served until it does", "sudo reboot, then nvidia-smi; if it still lists nothing: "
+                 f"sudo apt install --reinstall nvidia-driver-{DRIVER_BRANCH}-open && sudo reboot "
+                 "(docs.nvidia.com/dgx/dgx-spark/known-issues.html)")
     if n.engine == "llamacpp" and n.model == "embedded":
         return c("skip", f"no NVIDIA GPU found ({arch}); using the embedded default (a tiny gpt-oss-architecture "
                  "model on the CPU)", "run these runbooks on the Spark itself for the real model")
@@ -459,7 +461,9 @@ def preflight(model: str, engine: str = "llamacpp", model_dir: str = "",
     memory, usable = _memory(f, n)
     checks = [_platform(f, n), _driver(f, n), _cuda(f, n), _dgx_os(f, n), _firmware(f, n), memory,
               _page_cache(f, n), _swap(f, n), _disk(f, n), _hf_token(f, n)]
-    return HostReport(is_gb10=f.is_gb10, target="gb10" if f.is_gb10 else "embedded", usable_bytes=max(usable, 0),
+    # a GB10 whose GPU does not answer is still a GB10: its owner wants the real model once the driver is back
+    return HostReport(is_gb10=f.is_gb10, target="gb10" if f.is_gb10 or f.gb10_unanswered else "embedded",
+                      usable_bytes=max(usable, 0),
                       checks=checks, engine=engine, model=model, source=src.label, box=f.box,
                       notes=list(getattr(src, "problems", [])))
 
@@ -484,7 +488,7 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
     else:
         src = source or HostSource()
     facts = gather(src)
-    chosen = resolve(model, "gb10" if facts.is_gb10 else "embedded")
+    chosen = resolve(model, "gb10" if facts.is_gb10 or facts.gb10_unanswered else "embedded")
     if chosen == "embedded" and engine != "llamacpp":
         if model == "embedded":
             raise ParameterError("model", model, f"{', '.join(SERVABLE)} with engine {engine} "
