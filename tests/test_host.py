@@ -128,7 +128,8 @@ def test_what_an_owner_knows_about_each_box(home):
 
 def test_engine_and_model_decide_disk_and_swap(home):
     sgl = host.run(engine="sglang", host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0]
-    assert check(sgl, "swap").fix.startswith("sudo fallocate -l 64G /swapfile")
+    # 32 GiB of swap, which file unknown (no /proc/swaps): add the 33 GiB short, under a name no box uses
+    assert check(sgl, "swap").fix.startswith("sudo fallocate -l 33G /swapfile-sparkkit")
     assert check(sgl, "page cache").fix == host.DROP_CACHES
     assert host.run(engine="sglang", model="gpt-oss-20b", host=str(SNAPS / "asus-gx10-dgxos-7.6.0"))[0] \
         .statuses()["swap"] == P                                        # 64 GiB is for the 120B only
@@ -539,3 +540,22 @@ def test_a_gb10_whose_gpu_does_not_answer_is_diagnosed_as_that(tmp_path, home):
         assert report.target == "gb10" and chosen == "gpt-oss-120b", (name, report.target, chosen)
         assert platform.status == F and "nvidia-smi lists no GPU" in platform.value and "sudo reboot" in platform.fix
         assert report.headline.startswith("failed: platform")
+
+
+@pytest.mark.parametrize("swaps, starts, fstab", [
+    ("", "sudo fallocate -l 33G /swapfile-sparkkit ", "/swapfile-sparkkit"),                  # unknown which
+    ("Filename\tType\tSize\tUsed\tPriority\n/swap.img file 33554428 0 -2\n",
+     "sudo swapoff /swap.img && sudo fallocate -l 64G /swap.img ", "/swap.img"),               # grow the one file
+    ("Filename\tType\tSize\tUsed\tPriority\n/swapfile file 16777212 0 -2\n/swap.img file 16777212 0 -3\n",
+     "sudo fallocate -l 33G /swapfile2 ", "/swapfile2"),                                      # several: add one
+    ("Filename\tType\tSize\tUsed\tPriority\n/dev/nvme0n1p3 partition 33554428 0 -2\n",
+     "sudo fallocate -l 33G /swapfile ", "/swapfile"),                                        # a partition
+])
+def test_the_swap_fix_fits_the_swap_the_box_has(tmp_path, home, swaps, starts, fstab):
+    d = variant(tmp_path, "asus-gx10-dgxos-7.6.0", {"/proc/swaps": swaps} if swaps else {})
+    fix = check(host.run(engine="sglang", host=d)[0], "swap").fix
+    assert fix.startswith(starts), fix
+    assert "swapoff" not in fix or fix.startswith("sudo swapoff /swap.img")   # never pulls a swap it does not replace
+    # the fstab line is added only where it is missing: running the fix twice leaves one line
+    assert f"(grep -qs '^{fstab}[[:space:]]' /etc/fstab || echo '{fstab} none swap sw 0 0' | sudo tee -a /etc/fstab)" \
+        in fix

@@ -319,6 +319,29 @@ def _page_cache(f: Facts, n: Need) -> Check:
     return c("pass", value)
 
 
+def _swap_fix(swaps: list[list[str]], total: int, need: int) -> str:
+    """Commands that bring swap to `need`. The only swap is one file: grow it in place. Otherwise (no
+    swap, a partition, several files): add a new file for the shortfall under a name no active swap
+    uses. The fstab line is added only where it is not there yet."""
+    files = [p[0] for p in swaps if p[1] == "file"]
+
+    def fstab(path: str) -> str:
+        return (f"(grep -qs '^{path}[[:space:]]' /etc/fstab || echo '{path} none swap sw 0 0' | "
+                "sudo tee -a /etc/fstab)")
+    if len(swaps) == 1 and files:
+        s = files[0]
+        return (f"sudo swapoff {s} && sudo fallocate -l {need // GIB}G {s} && sudo chmod 600 {s} && sudo mkswap {s} "
+                f"&& sudo swapon {s} && {fstab(s)}")
+    used = {p[0] for p in swaps}
+    if total and not swaps:   # some swap, but not which (no /proc/swaps): a name no box uses by default
+        s = "/swapfile-sparkkit"
+    else:
+        s = next(p for p in ("/swapfile", *(f"/swapfile{i}" for i in range(2, 100))) if p not in used)
+    size = -(-(need - total) // GIB)
+    return (f"sudo fallocate -l {size}G {s} && sudo chmod 600 {s} && sudo mkswap {s} && sudo swapon {s} && "
+            f"{fstab(s)}")
+
+
 def _swap(f: Facts, n: Need) -> Check:
     c = _check("swap", "a large model load spikes memory; swap keeps the box alive (running out of unified memory "
                "can wedge it)")
@@ -326,15 +349,12 @@ def _swap(f: Facts, n: Need) -> Check:
     if total is None:
         return c("skip", _missing(f.src, "/proc/meminfo", "/proc/meminfo has no SwapTotal line"))
     need = SWAP_SGLANG_120B if (n.engine == "sglang" and n.model == "gpt-oss-120b") else SWAP_MIN
-    files = [ln.split()[0] for ln in (f.src.read("/proc/swaps") or "").splitlines()[1:]
-             if ln.split()[1:2] == ["file"]]
+    swaps = [ln.split() for ln in (f.src.read("/proc/swaps") or "").splitlines()[1:] if len(ln.split()) >= 3]
+    files = [p[0] for p in swaps if p[1] == "file"]
     value = _gib(total) + (f" ({', '.join(files)})" if files else "")
     if total >= need or not f.is_gb10:
         return c("pass", value)
-    s, size = (files[0] if len(files) == 1 else "/swapfile"), f"{need // GIB}G"
-    fix = f"sudo fallocate -l {size} {s} && sudo chmod 600 {s} && sudo mkswap {s} && sudo swapon {s}"
-    fix = f"sudo swapoff {s} && {fix}" if len(files) == 1 else \
-        f"{fix} && echo '{s} none swap sw 0 0' | sudo tee -a /etc/fstab"
+    fix = _swap_fix(swaps, total, need)
     who = "SGLang loading gpt-oss-120b" if need == SWAP_SGLANG_120B else ENGINE_NAMES[n.engine]
     return c("warn", f"{value}; {who} wants ≥ {_gib(need)}", fix)
 
