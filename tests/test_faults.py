@@ -71,3 +71,23 @@ def test_corrupt_state_is_one_sentence_for_every_cli_verb(home, tmp_path):
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     assert (home / "state.json").read_text() == "{half a file"          # nothing overwritten
     assert issubclass(StateError, SparkkitError)
+
+
+def test_06_with_a_dead_or_malformed_base_url_is_one_sentence(home):
+    from sparkkit import verify
+    from sparkkit.errors import ParameterError
+    port = serve.free_port()                                  # nothing listens there
+    with pytest.raises(ParameterError, match=rf"parameter `base_url`: got 'http://127.0.0.1:{port}'; accepted: a "
+                                             r"server that answers — nothing answers there \(ConnectError\)"):
+        verify.run(f"http://127.0.0.1:{port}")
+    with pytest.raises(ParameterError, match="parameter `base_url`: got 'localhost-8080'; accepted: a URL such as"):
+        verify.run("localhost-8080")
+
+
+def test_06_and_07_without_a_server_say_what_each_accepts(home):
+    from sparkkit import claude, verify
+    with pytest.raises(StateError, match=r"run 05-serve first \(or pass -p base_url\)"):
+        verify.run()
+    with pytest.raises(StateError) as e:
+        claude.run("sandbox", "", False, "")
+    assert str(e.value) == "no sparkkit server is running: run 05-serve first"   # 07 has no base_url to offer

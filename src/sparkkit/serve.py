@@ -428,13 +428,15 @@ def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api
     return start(launch, runtime)
 
 
-def connection() -> tuple[str, str | None, dict[str, Any]]:
-    """(base_url, api key or None, launch) of the server 05 started; for 06 and 07."""
+def connection(alternative: str = "") -> tuple[str, str | None, dict[str, Any]]:
+    """(base_url, api key or None, launch) of the server 05 started; for 06 and 07. `alternative`: what
+    else the calling step accepts (06: "or pass -p base_url"; 07 has no such parameter)."""
     from .errors import StateError
 
     server = records.load_state().get("server")
     if not server or not is_ours(server):
-        raise StateError("no sparkkit server is running: run 05-serve first (or pass -p base_url)")
+        raise StateError("no sparkkit server is running: run 05-serve first" + (f" ({alternative})" if alternative
+                                                                                 else ""))
     key_file = server["launch"].get("api_key_file")
     key = Path(key_file).read_text().strip() if key_file else None
     return server["base_url"], key, server["launch"]

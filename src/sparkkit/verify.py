@@ -143,12 +143,31 @@ def table(probes: list[Probe]) -> pd.DataFrame:
 
 
 def open_client(base_url: str = "", api_key: str = "") -> httpx.Client:
-    """A client for `base_url`, or for the server 05 started (with its key) when empty."""
+    """A client for `base_url`, or for the server 05 started (with its key) when empty — checked to
+    answer first, so a wrong or dead URL is one sentence, not an httpx traceback."""
+    from .errors import ParameterError
     if base_url:
-        return client(base_url, api_key or None)
-    from .serve import connection
-    url, key, _launch = connection()
-    return client(url, key)
+        try:
+            c = client(base_url, api_key or None)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError):
+            raise ParameterError("base_url", base_url, "a URL such as http://127.0.0.1:8080 (scheme, host and "
+                                                       "port), or empty for the server 05 started") from None
+    else:
+        from .serve import connection
+        url, key, _launch = connection(alternative="or pass -p base_url")
+        c = client(url, key)
+    try:
+        c.get("/health", timeout=10.0)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+        c.close()
+        raise ParameterError("base_url", base_url, "a URL such as http://127.0.0.1:8080 (scheme, host and port), "
+                                                   "or empty for the server 05 started") from None
+    except httpx.TransportError as e:
+        c.close()
+        raise ParameterError("base_url", base_url or str(c.base_url),
+                             f"a server that answers — nothing answers there ({type(e).__name__}): start it "
+                             "with 05-serve, or check the host and port") from None
+    return c
 
 
 def run(base_url: str = "", api_key: str = "") -> list[Probe]:
