@@ -146,28 +146,22 @@ def open_client(base_url: str = "", api_key: str = "") -> httpx.Client:
     """A client for `base_url`, or for the server 05 started (with its key) when empty — checked to
     answer first, so a wrong or dead URL is one sentence, not an httpx traceback."""
     from .errors import ParameterError
+    malformed = ParameterError("base_url", base_url, "a URL such as http://127.0.0.1:8080 (scheme, host and port), "
+                                                     "or empty for the server 05 started")
     if base_url:
-        try:
-            c = client(base_url, api_key or None)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError):
-            raise ParameterError("base_url", base_url, "a URL such as http://127.0.0.1:8080 (scheme, host and "
-                                                       "port), or empty for the server 05 started") from None
+        url, key = base_url, api_key or None
     else:
         from .serve import connection
         url, key, _launch = connection(alternative="or pass -p base_url")
-        c = client(url, key)
     try:
-        c.get("/health", timeout=10.0)
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-        c.close()
-        raise ParameterError("base_url", base_url, "a URL such as http://127.0.0.1:8080 (scheme, host and port), "
-                                                   "or empty for the server 05 started") from None
+        httpx.get(f"{str(url).rstrip('/')}/health", timeout=10.0)   # /health needs no key
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError):
+        raise malformed from None
     except httpx.TransportError as e:
-        c.close()
-        raise ParameterError("base_url", base_url or str(c.base_url),
+        raise ParameterError("base_url", base_url or url,
                              f"a server that answers — nothing answers there ({type(e).__name__}): start it "
                              "with 05-serve, or check the host and port") from None
-    return c
+    return client(url, key)
 
 
 def run(base_url: str = "", api_key: str = "") -> list[Probe]:
