@@ -31,3 +31,39 @@ def pytest_unconfigure(config):
         stop()
     finally:
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the fault suite's table
+_FAULT_RESULTS: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent / "tests"))
+    from fault_suite import case_of
+    case = case_of(report.nodeid)
+    if case and (report.when == "call" or report.outcome != "passed"):
+        _FAULT_RESULTS.setdefault(report.nodeid.split("[")[0], []).append(report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Faults injected / survived and bad inputs tried / answered, as one table (issue 11's benchmark)."""
+    if not _FAULT_RESULTS:
+        return
+    from fault_suite import case_of
+    rows = []
+    for nodeid, outcomes in sorted(_FAULT_RESULTS.items()):
+        kind, what = case_of(nodeid)
+        ok = all(o == "passed" for o in outcomes)
+        rows.append((kind, what, "held" if ok else "FAILED", len(outcomes)))
+    w = max(len(r[1]) for r in rows)
+    tr = terminalreporter
+    tr.section("fault suite")
+    for kind in ("fault", "bad input"):
+        mine = [r for r in rows if r[0] == kind]
+        for _, what, verdict, n in mine:
+            tr.write_line(f"  {kind:<9}  {what:<{w}}  {verdict}" + (f" ({n} cases)" if n > 1 else ""))
+    faults = [r for r in rows if r[0] == "fault"]
+    bad = [r for r in rows if r[0] == "bad input"]
+    tr.write_line(f"faults injected {len(faults)}, survived with nothing lost {sum(r[2] == 'held' for r in faults)}; "
+                  f"bad inputs tried {len(bad)}, answered with a sentence {sum(r[2] == 'held' for r in bad)}")

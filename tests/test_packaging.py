@@ -79,3 +79,12 @@ def test_no_test_asserts_on_the_wall_clock():
     found = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1) if timed.search(line)]
     assert found == []
+
+
+def test_every_case_of_the_fault_suite_table_is_a_real_test():
+    import sys
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fault_suite import FAULTS
+    for key in FAULTS:
+        file, name = key.split("::")
+        assert f"def {name}(" in (ROOT / "tests" / file).read_text(), key
