@@ -34,8 +34,8 @@ def _state(home, **sections):
      "state.json's `model` section lacks `model`, `alias` (written by an older or interrupted 03-place-model)"),
 ])
 def test_05_on_partial_state_names_the_step_to_run(home, tmp_path, sections, sentence):
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF")
+    from sparkkit.download import place_embedded
+    model = place_embedded(tmp_path / "m").path                        # a whole model: only the state is partial
     text = json.dumps(sections).replace("{model}", str(model))
     _state(home, **json.loads(text))
     with pytest.raises(StateError) as e:
@@ -91,3 +91,26 @@ def test_06_and_07_without_a_server_say_what_each_accepts(home):
     with pytest.raises(StateError) as e:
         claude.run("sandbox", "", False, "")
     assert str(e.value) == "no sparkkit server is running: run 05-serve first"   # 07 has no base_url to offer
+
+
+def test_05_refuses_a_cut_or_foreign_gguf_before_anything_starts(home, tmp_path):
+    from sparkkit.download import place_embedded
+    from sparkkit.errors import ServeError
+    good = place_embedded(tmp_path / "m").path
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(open(good, "rb").read()[: -4096])                 # a copy that stopped early
+    _state(home, model={"model": "embedded", "path": str(cut), "alias": "tiny-gpt-oss"})
+    with pytest.raises(ServeError, match=r"will not serve .*cut.gguf: .*tensors need .* bytes but the file holds"):
+        serve.run()
+    _state(home, model={"model": "gpt-oss-120b", "path": good, "alias": "gpt-oss-120b"})
+    # the tiny model is gpt-oss too: the architecture matches; a foreign one would not
+    from sparkkit import model as model_mod
+    import sparkkit.serve as s
+    orig = model_mod.from_gguf
+    try:
+        model_mod.from_gguf = lambda p: type("A", (), {"arch": "qwen3moe"})()
+        with pytest.raises(ServeError, match="it is a qwen3moe model, but 03 placed gpt-oss-120b"):
+            s.check_served_model({"model": "gpt-oss-120b", "path": good})
+    finally:
+        model_mod.from_gguf = orig
+    assert "server" not in json.loads((home / "state.json").read_text())

@@ -200,12 +200,14 @@ def _gguf_reader_class():
         def _build_tensors(self, start_offs, fields):
             from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
             self.tensor_infos = []
+            self.data_end = start_offs          # where the last tensor's bytes end: a cut file ends before it
             for field in fields:
-                _nl, name, _nd, dims, raw_dtype, _offset = field.parts
+                _nl, name, _nd, dims, raw_dtype, offset = field.parts
                 qtype = GGMLQuantizationType(int(raw_dtype[0]))
                 n = int(np.prod(dims)) if len(dims) else 1
                 block, size = GGML_QUANT_SIZES[qtype]
                 self.tensor_infos.append((bytes(name).decode("utf-8"), n, n // block * size))
+                self.data_end = max(self.data_end, start_offs + int(offset[0]) + n // block * size)
 
         def value(self, key: str, default=None):
             f = self.fields.get(key)
@@ -268,8 +270,15 @@ def from_gguf(path: str | Path) -> Architecture:
     if not arch:
         raise ParameterError("model", str(path), "a GGUF file with general.architecture")
     tensors = list(head.tensor_infos)
-    for shard in shards[1:]:
-        tensors += read_gguf_header(shard).tensor_infos
+    heads = [(shards[0], head)] + [(shard, read_gguf_header(shard)) for shard in shards[1:]]
+    for shard, h in heads:
+        have = shard.stat().st_size
+        if h.data_end > have:   # the header promises bytes the file does not hold: a cut copy
+            raise ParameterError("model", str(shard), f"a complete GGUF — its tensors need {h.data_end:,} bytes but "
+                                                      f"the file holds {have:,} (a cut download or copy: re-run "
+                                                      "03-place-model, which checks each file's sha256)")
+    for _shard, h in heads[1:]:
+        tensors += h.tensor_infos
 
     def k(name: str, default=None):
         v = head.value(f"{arch}.{name}", default)

@@ -365,6 +365,25 @@ def status() -> dict[str, Any]:
             "log": server.get("log"), "started_at": server.get("started_at")}
 
 
+def check_served_model(model: dict[str, Any]) -> None:
+    """The file 05 would serve is the model 03 placed: whole (no cut copy) and of the architecture its
+    name promises — a GGUF of another model must not be served under the gpt-oss alias."""
+    from .model import CATALOGUE, from_gguf
+    from .errors import ParameterError
+    path = model["path"]
+    if not str(path).endswith(".gguf"):
+        return
+    try:
+        arch = from_gguf(path).arch
+    except ParameterError as e:
+        raise ServeError(f"05 will not serve {path}: {e.accepted.split(' — ', 1)[-1] if ' — ' in e.accepted else e}"
+                         ) from None
+    want = CATALOGUE[model["model"]].arch.arch if model["model"] in CATALOGUE else "gpt-oss"
+    if arch != want:
+        raise ServeError(f"05 will not serve {path}: it is a {arch} model, but 03 placed {model['model']} "
+                         f"({want}); the file was replaced since — re-run 03-place-model")
+
+
 def read_key_file(path: str) -> str:
     """The API key held in `path` (the owner's 0600 file); one sentence when it cannot be used."""
     from .errors import ParameterError
@@ -398,6 +417,7 @@ def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api
     if not model or not Path(model.get("path", "")).exists():
         raise StateError("no model is placed yet: run 03-place-model first")
     records.section(state, "model", "model", "path", "alias")
+    check_served_model(model)
     if state.get("plan", {}).get("for_model") != model["model"]:
         plans.run()                     # no plan for this model yet: plan it with the defaults
     if "engine" not in state:
