@@ -114,3 +114,21 @@ def test_05_refuses_a_cut_or_foreign_gguf_before_anything_starts(home, tmp_path)
     finally:
         model_mod.from_gguf = orig
     assert "server" not in json.loads((home / "state.json").read_text())
+
+
+def test_07_refuses_a_context_claude_code_cannot_fit_in_one_sentence(home, tmp_path):
+    """Found with `sparkkit run --context 8192`: the CLI answered 'Prompt is too long' after the wiring."""
+    from sparkkit import claude
+    from sparkkit.download import place_embedded
+    from sparkkit.errors import SparkkitError
+    model = place_embedded(tmp_path / "m").path
+    started = serve.start(Launch(model=model, alias="tiny", context=8192, port=serve.free_port(), threads=1),
+                          {"kind": "embedded"})
+    try:
+        with pytest.raises(SparkkitError, match=r"context is 8192 tokens, but Claude Code .*first request alone is "
+                                                r"37,430 tokens: re-run 02-plan with -p context 65536"):
+            claude.run("sandbox", "", True, "")
+        assert not claude.settings_path("sandbox").exists()          # nothing wired for a turn that cannot run
+    finally:
+        serve.stop()
+    assert started.pid

@@ -26,6 +26,10 @@ from .errors import SparkkitError
 
 PINNED_CLI = "2.1.332"
 LOCAL_TOKEN = "sparkkit-local"   # what Claude Code sends when the server has no key: not a secret
+# Claude Code's first request (system prompt, tools, the first user turn): 37,430 tokens with 2.1.332 and
+# gpt-oss's tokenizer (the server log of records/fullscale/h200-run1). A context below it cannot take one turn.
+FIRST_REQUEST_TOKENS = 37_430
+CONTEXT_HEADROOM = 8_192          # room for the answer and a few tool results before compaction
 NPM_PACKAGE = "@anthropic-ai/claude-code"
 
 
@@ -262,6 +266,13 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
 
     check_choice("scope", scope, SCOPES)
     base_url, key, launch = connection()
+    need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
+    if launch.get("context", need) // max(launch.get("slots", 1), 1) < need and run_cli:
+        raise SparkkitError(f"the server's context is {launch['context']} tokens"
+                            + (f" over {launch['slots']} slots" if launch.get("slots", 1) > 1 else "")
+                            + f", but Claude Code {PINNED_CLI}'s first request alone is {FIRST_REQUEST_TOKENS:,} "
+                            f"tokens: re-run 02-plan with -p context 65536 or more (or -p context 0 for the "
+                            "largest that fits), then 05-serve and 07")
     if scope == "auto":
         scope = "sandbox" if records.load_state().get("host", {}).get("target") != "gb10" else "user"
     env = settings_env(base_url, launch["alias"], launch["context"], key)
