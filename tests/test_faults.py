@@ -132,3 +132,38 @@ def test_07_refuses_a_context_claude_code_cannot_fit_in_one_sentence(home, tmp_p
     finally:
         serve.stop()
     assert started.pid
+
+
+def test_a_lan_key_is_in_no_file_sparkkit_wrote_but_its_0600_key_file(home, tmp_path):
+    """05 run as an owner types it, with a key: grep every file sparkkit wrote (state, records, the executed
+    notebook, logs, launch specs) for the key."""
+    import os
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+    secret = "sk-lan-9f3c1e0d7b"
+    key = tmp_path / "owner-key"
+    key.write_text(secret + "\n")
+    key.chmod(0o600)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SPARKKIT_HOME": str(home), "SPARKKIT_RUNS": str(tmp_path / "runs")}
+    pm = Path(sys.executable).parent / "papermill"
+    out = subprocess.run([str(pm), "runbooks/03-place-model.ipynb", str(tmp_path / "03.ipynb")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    port = serve.free_port()
+    out = subprocess.run([str(pm), "runbooks/05-serve.ipynb", str(tmp_path / "05.ipynb"), "-p", "port", str(port),
+                          "-p", "api_key_file", str(key)], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        import httpx
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401          # the key is in force
+        holders = sorted({p for p in tmp_path.rglob("*")                   # home and runs lie below tmp_path
+                          if p.is_file() and p != key and secret.encode() in p.read_bytes()})
+        assert [p.relative_to(home) for p in holders if p.is_relative_to(home)] == [Path("server/api-key")]
+        assert all(p.is_relative_to(home) for p in holders), holders
+        assert stat.S_IMODE((home / "server" / "api-key").stat().st_mode) == 0o600
+    finally:
+        serve.stop()                                     # the fixture's SPARKKIT_HOME is this run's home

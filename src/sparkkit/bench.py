@@ -242,8 +242,8 @@ def headline(runs: pd.DataFrame) -> dict[str, float]:
 
 
 def run(base_url: str = "", api_key: str = "", pp_tokens: int = 2048, tg_tokens: int = 32,
-        depths: list[int] | None = None, repeats: int = 3) -> pd.DataFrame:
+        depths: list[int] | None = None, repeats: int = 3, api_key_file: str = "") -> pd.DataFrame:
     """Runbook 06, measurements: ppN and tgM at each depth."""
     from .verify import open_client, served_model
-    with open_client(base_url, api_key) as c:
+    with open_client(base_url, api_key, api_key_file) as c:
         return measure(c, served_model(c), pp_tokens, tg_tokens, depths, repeats)

@@ -142,12 +142,15 @@ def table(probes: list[Probe]) -> pd.DataFrame:
                          for p in probes])
 
 
-def open_client(base_url: str = "", api_key: str = "") -> httpx.Client:
+def open_client(base_url: str = "", api_key: str = "", api_key_file: str = "") -> httpx.Client:
     """A client for `base_url`, or for the server 05 started (with its key) when empty — checked to
     answer first, so a wrong or dead URL is one sentence, not an httpx traceback."""
     from .errors import ParameterError
     malformed = ParameterError("base_url", base_url, "a URL such as http://127.0.0.1:8080 (scheme, host and port), "
                                                      "or empty for the server 05 started")
+    if api_key_file:
+        from .serve import read_key_file
+        api_key = read_key_file(api_key_file)
     if base_url:
         url, key = base_url, api_key or None
     else:
@@ -164,10 +167,10 @@ def open_client(base_url: str = "", api_key: str = "") -> httpx.Client:
     return client(url, key)
 
 
-def run(base_url: str = "", api_key: str = "") -> list[Probe]:
+def run(base_url: str = "", api_key: str = "", api_key_file: str = "") -> list[Probe]:
     """Runbook 06, checks: the four agent-like probes against the server."""
     from . import records
-    with open_client(base_url, api_key) as c:
+    with open_client(base_url, api_key, api_key_file) as c:
         return verify(c, records.probe_file())
 
 
