@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the server sparkkit started (never any other process)")
     sub.add_parser("status", help="is the sparkkit server running?")
     sub.add_parser("install-cli", help="install the pinned Claude Code CLI")
+    uw = sub.add_parser("unwire", help="undo sparkkit's wiring of Claude Code: the settings file as it was before "
+                                       "(byte for byte), or without sparkkit's keys if edited since")
+    uw.add_argument("scope", nargs="?", default="user", choices=["user", "sandbox"])
+    sub.add_parser("wired", help="where Claude Code points now, at each scope, and whether that server answers")
     snap = sub.add_parser("snapshot", help="save this machine's host facts in DIR (serials and tokens redacted), "
                           "for 01's -p host or a bug report")
     snap.add_argument("dir", metavar="DIR", help="a new or empty directory")
@@ -45,6 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "status":
         from .serve import status
         print(json.dumps(status(), indent=2))
+        return 0
+    if a.cmd == "unwire":
+        from .errors import SparkkitError
+        from .wiring import unwire
+        try:
+            print(unwire(a.scope))
+        except SparkkitError as e:
+            print(f"sparkkit unwire: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if a.cmd == "wired":
+        import pandas as pd
+        from .wiring import wired
+        with pd.option_context("display.max_colwidth", None, "display.width", 10_000):
+            print(pd.DataFrame(wired()).to_string(index=False))
         return 0
     if a.cmd == "install-cli":
         from .claude import cli_version, ensure_cli

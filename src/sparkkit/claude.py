@@ -73,12 +73,16 @@ def write_settings(path: Path, env: dict[str, str]) -> SettingsWrite:
     existing: dict[str, Any] = {}
     backup = None
     mode = 0o600
+    before: bytes | None = None          # the file as it was, for `sparkkit unwire`
+    mode_before: int | None = None
     if path.exists():
         if not path.stat().st_mode & stat.S_IWUSR or not os.access(path, os.W_OK):   # root passes os.access
             raise SparkkitError(f"{link} is read-only{' (through its link to ' + str(path) + ')' if path != link else ''}: "
                                 "sparkkit will not overwrite it; make it writable (chmod u+w) or pass another "
                                 "-p scope, then re-run 07")
-        raw = path.read_text(encoding="utf-8")
+        before = path.read_bytes()
+        mode_before = stat.S_IMODE(path.stat().st_mode)
+        raw = before.decode("utf-8", errors="replace")
         try:
             existing = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as e:
@@ -105,6 +109,8 @@ def write_settings(path: Path, env: dict[str, str]) -> SettingsWrite:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(merged, indent=2) + "\n")
         os.replace(tmp, path)
+        from .wiring import remember
+        remember(path, before, mode_before, old_env, env)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

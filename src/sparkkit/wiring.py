@@ -1,0 +1,153 @@
+"""Where Claude Code is wired to the local server, and how to undo it exactly.
+
+Every settings write 07 makes is remembered (`$SPARKKIT_HOME/claude-wiring/<id>.json`, 0600: the file as
+it was may hold a key): whether the file existed, its bytes and mode before sparkkit first touched it,
+the env keys sparkkit added and the old values of those it changed, and a hash of what sparkkit wrote.
+`sparkkit unwire [scope]` then restores exactly what was there — byte-identical, mode included, or no
+file when there was none — and, where the owner changed the file by hand since, takes out only
+sparkkit's keys. `sparkkit wired` lists where Claude Code points now.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import records
+from .errors import SparkkitError
+
+SCOPES = ("user", "sandbox")
+
+
+def _records_dir() -> Path:
+    return records.home() / "claude-wiring"
+
+
+def _record_path(real: Path) -> Path:
+    return _records_dir() / (hashlib.sha256(str(real).encode()).hexdigest()[:16] + ".json")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def remember(real: Path, before: bytes | None, mode_before: int | None, old_env: dict[str, Any],
+             env: dict[str, str]) -> None:
+    """Called by 07's settings write once it has written `real`: keep what was there before sparkkit's
+    first write (a later write keeps that first 'before')."""
+    path = _record_path(real)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        rec = None
+    if not isinstance(rec, dict) or rec.get("path") != str(real):
+        rec = {"path": str(real), "existed": before is not None,
+               "before_b64": base64.b64encode(before).decode() if before is not None else None,
+               "mode": mode_before, "added": [], "changed": {}}
+        for k in env:
+            if k in old_env:
+                rec["changed"][k] = old_env[k]
+            else:
+                rec["added"].append(k)
+    else:
+        for k in env:   # keys this write adds that neither the original file nor an earlier write had
+            if k not in rec["added"] and k not in rec["changed"]:
+                rec["added"].append(k)
+    rec["after_sha256"] = _sha(real.read_bytes())
+    records._write_json(path, rec, mode=0o600)
+
+
+def _write_bytes(real: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".partial", dir=real.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, real)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def settings_for(scope: str) -> Path:
+    from .claude import settings_path
+    from .errors import check_choice
+    check_choice("scope", scope, SCOPES)
+    return settings_path(scope)
+
+
+def unwire(scope: str = "user") -> str:
+    """Undo sparkkit's wiring of Claude Code at `scope`; one sentence saying what was done."""
+    link = settings_for(scope)
+    real = Path(os.path.realpath(link))
+    path = _record_path(real)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"sparkkit has not wired Claude Code at scope {scope} ({link}): nothing to undo"
+    before = base64.b64decode(rec["before_b64"]) if rec.get("before_b64") is not None else None
+    if not real.exists():
+        if before is not None:
+            _write_bytes(real, before, rec.get("mode") or 0o600)
+            msg = f"{link} had been removed since; restored it as it was before sparkkit wired it"
+        else:
+            msg = f"{link} is already gone, as it was before sparkkit wired it"
+    elif _sha(real.read_bytes()) == rec.get("after_sha256"):
+        if before is None:
+            real.unlink()
+            msg = f"removed {link}: there was none before sparkkit wired Claude Code"
+        else:
+            _write_bytes(real, before, rec.get("mode") or stat.S_IMODE(real.stat().st_mode))
+            msg = f"restored {link} byte for byte as it was before sparkkit wired Claude Code"
+    else:   # changed by hand since: take out sparkkit's keys only
+        try:
+            data = json.loads(real.read_text(encoding="utf-8"))
+            env = data.get("env") if isinstance(data, dict) else None
+            if not isinstance(env, dict):
+                raise ValueError("no env object")
+        except (OSError, ValueError) as e:
+            raise SparkkitError(f"{link} was changed since sparkkit wired it and is not a settings object sparkkit "
+                                f"can edit ({e}); nothing was changed — remove the ANTHROPIC_* keys by hand") from None
+        for k in rec.get("added", []):
+            env.pop(k, None)
+        env.update(rec.get("changed", {}))
+        _write_bytes(real, (json.dumps(data, indent=2) + "\n").encode(), stat.S_IMODE(real.stat().st_mode))
+        msg = (f"{link} was changed by hand since sparkkit wired it: took out the {len(rec.get('added', []))} keys "
+               f"sparkkit added and gave back the old values of {len(rec.get('changed', {}))}; the rest is kept")
+    path.unlink(missing_ok=True)
+    return msg
+
+
+def wired() -> list[dict[str, Any]]:
+    """Where Claude Code points at each scope: the URL, the model, whether sparkkit wired it and whether
+    the server answers."""
+    import httpx
+    rows = []
+    for scope in SCOPES:
+        link = settings_for(scope)
+        env: dict[str, Any] = {}
+        try:
+            data = json.loads(link.read_text(encoding="utf-8"))
+            env = data.get("env", {}) if isinstance(data, dict) and isinstance(data.get("env"), dict) else {}
+        except (OSError, ValueError):
+            pass
+        url = env.get("ANTHROPIC_BASE_URL", "")
+        answers = ""
+        if url:
+            try:
+                answers = "yes" if httpx.get(url.rstrip("/") + "/health", timeout=2.0).status_code == 200 else "no"
+            except httpx.HTTPError:
+                answers = "no"
+        rows.append({"scope": scope, "settings": str(link),
+                     "points at": url or "Anthropic's cloud (no ANTHROPIC_BASE_URL)",
+                     "model": env.get("ANTHROPIC_MODEL", ""), "wired by sparkkit":
+                         "yes" if _record_path(Path(os.path.realpath(link))).exists() else "no",
+                     "server answers": answers})
+    return rows
