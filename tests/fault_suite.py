@@ -34,6 +34,7 @@ FAULTS = {
     "test_faults.py::test_corrupt_state_is_one_sentence_for_every_cli_verb": ("bad input", "CLI: corrupt state"),
     "test_faults.py::test_06_with_a_dead_or_malformed_base_url_is_one_sentence": ("bad input", "06: dead base_url"),
     "test_faults.py::test_06_and_07_without_a_server_say_what_each_accepts": ("bad input", "06/07: no server"),
+    "test_faults.py::test_the_launcher_without_a_server_is_one_sentence": ("bad input", "sparkkit claude: no server"),
     "test_faults.py::test_a_lan_key_is_in_no_file_sparkkit_wrote_but_its_0600_key_file":
         ("fault", "05: a LAN key, every file grepped"),
     "test_faults.py::test_07_refuses_a_context_claude_code_cannot_fit_in_one_sentence":

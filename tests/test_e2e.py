@@ -60,3 +60,31 @@ def test_claude_code_reads_a_file_through_the_server(server):
     assert len(run.tool_results) == 1 and not run.tool_results[0]["is_error"]
     assert records.PROBE_TEXT.strip() in run.tool_results[0]["content"]
     assert run.result == REPLY_TEXT and run.turns == 2
+
+
+def test_the_launcher_wires_one_process_and_touches_no_settings_file(server, tmp_path):
+    """`sparkkit claude …`: the real CLI reaches the local server with no settings file written or read."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    started, _launch, home = server
+    probe = records.probe_file()
+    owner = tmp_path / "owner"
+    (owner / ".claude").mkdir(parents=True)
+    before = sorted(p.name for p in (owner / ".claude").iterdir())
+    env = {**os.environ, "HOME": str(owner), "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1"}
+    env.pop("ANTHROPIC_BASE_URL", None)
+    out = subprocess.run([str(Path(sys.executable).parent / "sparkkit"), "claude", "-p",
+                          f"Use the Read tool to read {probe} and tell me what it says.",
+                          "--output-format", "stream-json", "--verbose"],
+                         cwd=probe.parent, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    events = [json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")]
+    uses = [b for e in events if isinstance(e.get("message"), dict)
+            for b in (e["message"].get("content") or []) if isinstance(b, dict) and b.get("type") == "tool_use"]
+    assert [u["name"] for u in uses] == ["Read"]
+    assert sorted(p.name for p in (owner / ".claude").iterdir() if p.name.startswith("settings")) == \
+        [n for n in before if n.startswith("settings")] == []                          # nothing written there
+    assert not list((home / "claude-launcher").glob("*.json"))                          # its 0600 file is gone
+    assert not claude.settings_path("sandbox").is_relative_to(owner)

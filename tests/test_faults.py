@@ -167,3 +167,15 @@ def test_a_lan_key_is_in_no_file_sparkkit_wrote_but_its_0600_key_file(home, tmp_
         assert stat.S_IMODE((home / "server" / "api-key").stat().st_mode) == 0o600
     finally:
         serve.stop()                                     # the fixture's SPARKKIT_HOME is this run's home
+
+
+def test_the_launcher_without_a_server_is_one_sentence(home, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = subprocess.run([str(Path(sys.executable).parent / "sparkkit"), "claude", "-p", "hi"], capture_output=True,
+                         text=True, env={**os.environ, "HOME": str(tmp_path)}, timeout=60)
+    assert out.returncode == 2 and out.stderr.strip() == \
+        "sparkkit claude: no sparkkit server is running: run 05-serve first"
+    assert not (tmp_path / ".claude").exists()

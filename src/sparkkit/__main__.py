@@ -7,6 +7,15 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["claude"]:          # everything after it is claude's own (-p, --resume, …)
+        from .claude import launch
+        from .errors import SparkkitError
+        try:
+            return launch(argv[1:])
+        except SparkkitError as e:
+            print(f"sparkkit claude: {e}", file=sys.stderr)
+            return 2
     ap = argparse.ArgumentParser(prog="sparkkit", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the seven runbooks in order and print a summary",
@@ -27,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
                                        "(byte for byte), or without sparkkit's keys if edited since")
     uw.add_argument("scope", nargs="?", default="user", choices=["user", "sandbox"])
     sub.add_parser("wired", help="where Claude Code points now, at each scope, and whether that server answers")
+    cl = sub.add_parser("claude", help="run Claude Code against the local server for this process only "
+                                       "(no settings file touched); the rest of the line goes to claude",
+                        add_help=False)
+    cl.add_argument("args", nargs=argparse.REMAINDER)
     snap = sub.add_parser("snapshot", help="save this machine's host facts in DIR (serials and tokens redacted), "
                           "for 01's -p host or a bug report")
     snap.add_argument("dir", metavar="DIR", help="a new or empty directory")

@@ -291,3 +291,28 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
     home = sandbox_home() if scope == "sandbox" else Path.home()
     result = ask(cli, prompt, home, probe.parent, timeout)
     return Wiring(written, env, cli, cli_version(cli), result, prompt)
+
+
+def launch(args: list[str], cli: str = "") -> int:
+    """`sparkkit claude [args…]`: run the Claude Code CLI against the server 05 started, for this process
+    only. The settings go in through the CLI's own `--settings` (a 0600 file, removed afterwards) and the
+    process environment; no settings file of the owner's is read for them or written."""
+    from .serve import connection
+    base_url, key, launch_ = connection()
+    need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
+    if launch_.get("context", need) // max(launch_.get("slots", 1), 1) < need:
+        raise SparkkitError(f"the server's context is {launch_['context']} tokens, but Claude Code's first request "
+                            f"alone is {FIRST_REQUEST_TOKENS:,}: re-run 02-plan with -p context 65536 or more, then 05")
+    env_block = settings_env(base_url, launch_["alias"], launch_["context"], key)
+    exe = ensure_cli(cli)
+    folder = records.home() / "claude-launcher"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="settings-", suffix=".json", dir=folder)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"env": env_block}, f)
+        return subprocess.run([str(exe), "--settings", tmp, *args], env={**os.environ, **env_block}).returncode
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
