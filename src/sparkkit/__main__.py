@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "(byte for byte), or without sparkkit's keys if edited since")
     uw.add_argument("scope", nargs="?", default="user", choices=["user", "sandbox"])
     sub.add_parser("wired", help="where Claude Code points now, at each scope, and whether that server answers")
+    # listed for --help; main() hands everything after "claude" to the CLI before argparse sees it
     cl = sub.add_parser("claude", help="run Claude Code against the local server for this process only "
                                        "(no settings file touched); the rest of the line goes to claude",
                         add_help=False)

@@ -14,8 +14,8 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,19 +103,13 @@ def write_settings(path: Path, env: dict[str, str]) -> SettingsWrite:
     old_env = dict(existing.get("env", {}))
     merged = {**existing, "env": {**old_env, **env}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(merged, indent=2) + "\n")
-        os.replace(tmp, path)
-        from .wiring import remember
-        remember(path, before, mode_before, old_env, env)
+        records.write_atomic(path, (json.dumps(merged, indent=2) + "\n").encode("utf-8"), mode)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise SparkkitError(f"could not write {path} ({e.strerror or e}); it is unchanged"
                             + (f" and its backup is {backup}" if backup else "") + "; fix its permissions and re-run 07") from None
+    from .wiring import remember
+    remember(path, before, mode_before, old_env, env)
     return SettingsWrite(link, backup,
                          added=sorted(k for k in env if k not in old_env),
                          changed=sorted(k for k in env if k in old_env and old_env[k] != env[k]),
@@ -272,13 +266,8 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
 
     check_choice("scope", scope, SCOPES)
     base_url, key, launch = connection()
-    need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
-    if launch.get("context", need) // max(launch.get("slots", 1), 1) < need and run_cli:
-        raise SparkkitError(f"the server's context is {launch['context']} tokens"
-                            + (f" over {launch['slots']} slots" if launch.get("slots", 1) > 1 else "")
-                            + f", but Claude Code {PINNED_CLI}'s first request alone is {FIRST_REQUEST_TOKENS:,} "
-                            f"tokens: re-run 02-plan with -p context 65536 or more (or -p context 0 for the "
-                            "largest that fits), then 05-serve and 07")
+    if run_cli:
+        check_context(launch)
     if scope == "auto":
         scope = "sandbox" if records.load_state().get("host", {}).get("target") != "gb10" else "user"
     env = settings_env(base_url, launch["alias"], launch["context"], key)
@@ -293,16 +282,25 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
     return Wiring(written, env, cli, cli_version(cli), result, prompt)
 
 
+def check_context(launch: dict[str, Any]) -> None:
+    """Refuse, in one sentence, a server whose context per slot cannot hold Claude Code's first request."""
+    need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
+    slots = max(launch.get("slots", 1), 1)
+    if launch.get("context", need) // slots < need:
+        raise SparkkitError(f"the server's context is {launch['context']} tokens"
+                            + (f" over {slots} slots" if slots > 1 else "")
+                            + f", but Claude Code {PINNED_CLI}'s first request alone is {FIRST_REQUEST_TOKENS:,} "
+                            f"tokens: re-run 02-plan with -p context 65536 or more (or -p context 0 for the "
+                            "largest that fits), then 05-serve and 07")
+
+
 def launch(args: list[str], cli: str = "") -> int:
     """`sparkkit claude [args…]`: run the Claude Code CLI against the server 05 started, for this process
     only. The settings go in through the CLI's own `--settings` (a 0600 file, removed afterwards) and the
     process environment; no settings file of the owner's is read for them or written."""
     from .serve import connection
     base_url, key, launch_ = connection()
-    need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
-    if launch_.get("context", need) // max(launch_.get("slots", 1), 1) < need:
-        raise SparkkitError(f"the server's context is {launch_['context']} tokens, but Claude Code's first request "
-                            f"alone is {FIRST_REQUEST_TOKENS:,}: re-run 02-plan with -p context 65536 or more, then 05")
+    check_context(launch_)
     env_block = settings_env(base_url, launch_["alias"], launch_["context"], key)
     exe = ensure_cli(cli)
     folder = records.home() / "claude-launcher"

@@ -203,9 +203,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    # records' atomic write: a temporary file of its own, never a shared fixed name two runs could share
+    records.write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _hash_file(path: Path, size: int | None = None, out: Callable[..., None] | None = None,

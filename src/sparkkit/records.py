@@ -60,21 +60,25 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-def _write_json(path: Path, data: Any, mode: int = 0o644) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one. The temporary
-    file has a name of its own (two writers never share one) and the final mode from its creation."""
+    file has a name of its own (two writers never share one) and the final mode from its creation, and
+    it is removed when anything fails (the state file, records, settings files, sidecars all use this)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_json(path: Path, data: Any, mode: int = 0o644) -> None:
+    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"), mode)
 
 
 @contextlib.contextmanager

@@ -28,17 +28,12 @@ EMBEDDED_TARGET_S = 60     # make run on the embedded default, 2 cores, install 
 REPO_RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 
 
-# Kernels talk over Unix sockets, not TCP ports on localhost (ipykernel warns about unencrypted TCP).
-_IPC = Config({"KernelManager": {"transport": "ipc"}})
-
-
-def _ipc_config(step: str) -> Config:
-    """IPC sockets of a kernel of its own: with ipc, "ip" is the sockets' path prefix, and two kernels
-    started side by side on the default prefix (kernel-ipc-N in the working directory) took each other's
-    messages ("Invalid Signature")."""
-    import tempfile
-    base = Path(tempfile.mkdtemp(prefix=f"sparkkit-{step[:2]}-"))
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(base / "kernel")}})
+def _ipc_config(sockets: Path) -> Config:
+    """Kernels talk over Unix sockets, not TCP ports on localhost (ipykernel warns about unencrypted TCP),
+    each kernel in a folder of its own: with ipc, "ip" is the sockets' path prefix, and two kernels started
+    side by side on the default prefix (kernel-ipc-N in the working directory) took each other's messages
+    ("Invalid Signature")."""
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "kernel")}})
 
 
 def runbooks(directory: Path | None = None) -> list[Path]:
@@ -95,12 +90,15 @@ def _groups(paths: list[Path], parallel: bool) -> list[list[Path]]:
 def _execute(nb_path: Path, out: Path, parameters: dict[str, Any],
              stream=None) -> tuple[float, float, str | None]:
     """Run one runbook; (its wall seconds, seconds spent inside its cells, failure or None)."""
+    import tempfile
+
     import papermill as pm
     sink, t0 = _Prefixed(nb_path.stem, stream), time.monotonic()
     try:
-        nb = pm.execute_notebook(str(nb_path), str(out), parameters=parameters, kernel_name="python3",
-                                 progress_bar=False, cwd=str(nb_path.parent), config=_ipc_config(nb_path.stem),
-                                 stdout_file=sink, stderr_file=sink)
+        with tempfile.TemporaryDirectory(prefix=f"sparkkit-{nb_path.stem[:2]}-") as sockets:
+            nb = pm.execute_notebook(str(nb_path), str(out), parameters=parameters, kernel_name="python3",
+                                     progress_bar=False, cwd=str(nb_path.parent), config=_ipc_config(Path(sockets)),
+                                     stdout_file=sink, stderr_file=sink)
         return time.monotonic() - t0, _cell_seconds(nb), None
     except pm.PapermillExecutionError as e:
         return time.monotonic() - t0, float("nan"), f"{nb_path.stem}: {e.ename}: {e.evalue}"

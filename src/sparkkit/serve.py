@@ -111,13 +111,15 @@ class Started:
     argv: list[str]
     log: Path
     replaced: str | None      # what happened to a previous sparkkit server, if any
+    replaced_pid: int | None = None   # the sparkkit server this one took over from
+    kept: bool = False                # the running server already served this launch: nothing was started
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
-        if self.replaced and self.replaced.startswith("kept"):
+        if self.kept:
             head = f"already serving this launch at {self.base_url} (pid {self.pid}): kept, not restarted"
         else:
             head = f"serving at {self.base_url} (pid {self.pid}), ready in {self.load_seconds:.2f} s" + \
-                (f"; replaced pid {self.replaced.split('pid ')[1].split()[0]}" if self.replaced else "")
+                (f"; replaced pid {self.replaced_pid}" if self.replaced_pid else "")
         return ("pass", head, {**self.as_row(), "argv": self.argv, "replaced": self.replaced})
 
     def spark_command(self) -> str:
@@ -171,9 +173,10 @@ def _state_server() -> tuple[dict[str, Any] | None, str]:
         return None, str(e)
 
 
-def _healthy(base_url: str) -> bool:
+def healthy(base_url: str, timeout: float = 5.0) -> bool:
+    """Does the server at `base_url` answer /health with 200 (no key needed)?"""
     try:
-        return httpx.get(f"{base_url}/health", timeout=5.0).status_code == 200
+        return httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -226,9 +229,10 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
     previous = next((s for s in [_state_server()[0]] if s and is_ours(s)), None)
     same_launch = json.loads(json.dumps(launch.to_dict(), default=str)) == previous.get("launch") if previous else False
     if previous and same_launch and previous.get("runtime") == json.loads(json.dumps(runtime, default=str)) \
-            and _healthy(previous["base_url"]):
+            and healthy(previous["base_url"]):
         return Started(previous["pid"], previous["base_url"], 0.0, previous["argv"], Path(previous["log"]),
-                       f"kept the running sparkkit server (pid {previous['pid']}): it already serves this launch")
+                       f"kept the running sparkkit server (pid {previous['pid']}): it already serves this launch",
+                       kept=True)
     same_port = bool(previous) and previous["launch"].get("port") == launch.port
     if port_in_use(launch.host, launch.port) and not same_port:
         raise ServeError(f"port {launch.port} on {launch.host} is already in use by a process sparkkit did not "
@@ -260,7 +264,8 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
             replaced = (f"replaced the sparkkit server pid {previous['pid']} at {previous['base_url']} (stopped after "
                         f"this one was healthy; its log is kept at {previous.get('log')})")
     records.update_state("server", server)
-    return Started(server["pid"], launch.base_url, load, argv, log, replaced)
+    return Started(server["pid"], launch.base_url, load, argv, log, replaced,
+                   replaced_pid=previous["pid"] if previous else None)
 
 
 def _restart(previous: dict[str, Any], timeout: float) -> str:
@@ -376,8 +381,7 @@ def check_served_model(model: dict[str, Any]) -> None:
     try:
         arch = from_gguf(path).arch
     except ParameterError as e:
-        raise ServeError(f"05 will not serve {path}: {e.accepted.split(' — ', 1)[-1] if ' — ' in e.accepted else e}"
-                         ) from None
+        raise ServeError(f"05 will not serve {path}: it must be {e.accepted}") from None
     want = CATALOGUE[model["model"]].arch.arch if model["model"] in CATALOGUE else "gpt-oss"
     if arch != want:
         raise ServeError(f"05 will not serve {path}: it is a {arch} model, but 03 placed {model['model']} "
@@ -458,5 +462,5 @@ def connection(alternative: str = "") -> tuple[str, str | None, dict[str, Any]]:
         raise StateError("no sparkkit server is running: run 05-serve first" + (f" ({alternative})" if alternative
                                                                                  else ""))
     key_file = server["launch"].get("api_key_file")
-    key = Path(key_file).read_text().strip() if key_file else None
+    key = read_key_file(key_file) if key_file else None
     return server["base_url"], key, server["launch"]

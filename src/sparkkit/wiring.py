@@ -10,12 +10,10 @@ sparkkit's keys. `sparkkit wired` lists where Claude Code points now.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +61,6 @@ def remember(real: Path, before: bytes | None, mode_before: int | None, old_env:
     records._write_json(path, rec, mode=0o600)
 
 
-def _write_bytes(real: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".partial", dir=real.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, real)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def settings_for(scope: str) -> Path:
     from .claude import settings_path
     from .errors import check_choice
@@ -95,7 +80,7 @@ def unwire(scope: str = "user") -> str:
     before = base64.b64decode(rec["before_b64"]) if rec.get("before_b64") is not None else None
     if not real.exists():
         if before is not None:
-            _write_bytes(real, before, rec.get("mode") or 0o600)
+            records.write_atomic(real, before, rec.get("mode") or 0o600)
             msg = f"{link} had been removed since; restored it as it was before sparkkit wired it"
         else:
             msg = f"{link} is already gone, as it was before sparkkit wired it"
@@ -104,7 +89,7 @@ def unwire(scope: str = "user") -> str:
             real.unlink()
             msg = f"removed {link}: there was none before sparkkit wired Claude Code"
         else:
-            _write_bytes(real, before, rec.get("mode") or stat.S_IMODE(real.stat().st_mode))
+            records.write_atomic(real, before, rec.get("mode") or stat.S_IMODE(real.stat().st_mode))
             msg = f"restored {link} byte for byte as it was before sparkkit wired Claude Code"
     else:   # changed by hand since: take out sparkkit's keys only
         try:
@@ -118,7 +103,7 @@ def unwire(scope: str = "user") -> str:
         for k in rec.get("added", []):
             env.pop(k, None)
         env.update(rec.get("changed", {}))
-        _write_bytes(real, (json.dumps(data, indent=2) + "\n").encode(), stat.S_IMODE(real.stat().st_mode))
+        records.write_atomic(real, (json.dumps(data, indent=2) + "\n").encode(), stat.S_IMODE(real.stat().st_mode))
         msg = (f"{link} was changed by hand since sparkkit wired it: took out the {len(rec.get('added', []))} keys "
                f"sparkkit added and gave back the old values of {len(rec.get('changed', {}))}; the rest is kept")
     path.unlink(missing_ok=True)
@@ -128,7 +113,7 @@ def unwire(scope: str = "user") -> str:
 def wired() -> list[dict[str, Any]]:
     """Where Claude Code points at each scope: the URL, the model, whether sparkkit wired it and whether
     the server answers."""
-    import httpx
+    from .serve import healthy
     rows = []
     for scope in SCOPES:
         link = settings_for(scope)
@@ -139,12 +124,7 @@ def wired() -> list[dict[str, Any]]:
         except (OSError, ValueError):
             pass
         url = env.get("ANTHROPIC_BASE_URL", "")
-        answers = ""
-        if url:
-            try:
-                answers = "yes" if httpx.get(url.rstrip("/") + "/health", timeout=2.0).status_code == 200 else "no"
-            except httpx.HTTPError:
-                answers = "no"
+        answers = ("yes" if healthy(url, timeout=2.0) else "no") if url else ""
         rows.append({"scope": scope, "settings": str(link),
                      "points at": url or "Anthropic's cloud (no ANTHROPIC_BASE_URL)",
                      "model": env.get("ANTHROPIC_MODEL", ""), "wired by sparkkit":
