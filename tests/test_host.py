@@ -135,9 +135,11 @@ def test_engine_and_model_decide_disk_and_swap(home):
         .statuses()["swap"] == P                                        # 64 GiB is for the 120B only
     gguf, st, olla = (host.need_for("gpt-oss-120b", e) for e in ("llamacpp", "sglang", "ollama"))
     assert (gguf.weights_bytes, st.weights_bytes, olla.weights_bytes) == (int(59.02 * GIB), 65 * 10**9, 65 * 10**9)
-    assert (st.weights_dir, olla.weights_dir) == ("~/.cache/huggingface", "/usr/share/ollama/.ollama/models")
+    # SGLang/vLLM: the safetensors 03 places (engines' weights_home), a folder per Hub repo; Ollama its store
+    assert st.weights_dir.endswith("/models/openai--gpt-oss-120b")
+    assert olla.weights_dir == "/usr/share/ollama/.ollama/models"
     x86 = host.run(engine="sglang", host=str(SNAPS / "x86-debian12-no-gpu"))[0]
-    assert "free at ~/.cache/huggingface; need 61.5 GiB" in check(x86, "disk").value
+    assert "free at ~/.sparkkit/models/openai--gpt-oss-120b; need 61.5 GiB" in check(x86, "disk").value
 
 
 # ----------------------------------------------------------------------------- one-line variations, labelled
@@ -194,8 +196,8 @@ def test_qwen_chosen_on_a_recorded_gb10_gets_its_own_needs(tmp_path, home):
     assert check(host.run(model="gpt-oss-120b", host=d)[0], "disk").status == F
     # other engines: vLLM/SGLang the BF16 safetensors; Ollama's size is not in our sources, so the GGUF's stands in
     x86 = str(SNAPS / "x86-debian12-no-gpu")
-    assert "free at ~/.cache/huggingface; need 57.9 GiB" in check(host.run(model=qwen, engine="vllm", host=x86)[0],
-                                                                   "disk").value
+    assert "free at ~/.sparkkit/models/Qwen--Qwen3-Coder-30B-A3B-Instruct; need 57.9 GiB" in \
+        check(host.run(model=qwen, engine="vllm", host=x86)[0], "disk").value
     olla = host.need_for(qwen, "ollama")
     assert olla.weights_bytes == int(30.25 * GIB) and "Ollama's is not in our sources" in olla.says
 
@@ -320,8 +322,8 @@ def test_unknown_engine_and_model_name_the_parameter(tmp_path):
     with pytest.raises(ParameterError, match="parameter `model`.*qwen3-coder-30b-a3b with engine sglang "
                                              r"\(the embedded model is served by llamacpp only"):
         host.run(model="embedded", engine="sglang")
-    with pytest.raises(ParameterError, match="parameter `engine`"):     # 04 on still drive llama.cpp only
-        check_engine("sglang")
+    with pytest.raises(ParameterError, match="parameter `engine`.*llamacpp \\| ollama \\| sglang \\| vllm"):
+        check_engine("tensorrt")
     (tmp_path / "full").mkdir()
     (tmp_path / "full/x").write_text("x")
     with pytest.raises(ParameterError, match="parameter `capture_to`.*new or empty"):

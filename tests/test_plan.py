@@ -120,9 +120,10 @@ def test_vllm_and_sglang_hold_kv_for_every_layer_in_a_fixed_fraction():
     assert plan.kv_per_token_all_layers(G120, "f16") == 73728
     v = plan.plan_memory(G120, 131072, usable_bytes=115 * GIB, engine="vllm")
     assert row(v, "KV all layers") == 9 * GIB
-    assert v.total_bytes == int(0.9 * plan.GB10_TOTAL)               # it takes its fraction, whatever the context
+    # it takes its fraction, whatever the context: 0.80 on the Spark (above ~0.87 fails before vLLM 0.24)
+    assert v.total_bytes == int(0.80 * plan.GB10_TOTAL) and v.serving.mem_fraction == 0.80
     s = plan.plan_memory(G120, 131072, usable_bytes=115 * GIB, engine="sglang")
-    assert s.total_bytes == int(0.75 * plan.GB10_TOTAL)
+    assert s.total_bytes == int(0.75 * plan.GB10_TOTAL) and s.serving.mem_fraction == 0.75
     # a fraction too small for the context: the engine refuses, and the plan says so
     small = plan.plan_memory(G120, 131072, slots=8, usable_bytes=115 * GIB, engine="sglang", mem_fraction=0.6)
     assert small.verdict == "does not fit" and "would refuse" in small.refusal

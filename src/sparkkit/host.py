@@ -28,7 +28,10 @@ from .box import GPU_QUERY, Facts, gather, gpu_info, meminfo  # noqa: F401  (mem
 
 GIB = 1024**3
 STATUSES = ("pass", "warn", "fail", "skip")
-ENGINES = ("llamacpp", "ollama", "sglang", "vllm")   # 01 checks all four; 04 on drive llamacpp only
+from . import engines as _engines
+
+ENGINES = _engines.ENGINES                                     # the registry: one list of engines
+ENGINE_NAMES = {name: s.label for name, s in _engines.specs().items()}
 # Desktop, page cache and the engine's own buffers need room besides the model (spark.md §2).
 HEADROOM_BYTES = 4 * GIB
 # What a model needs in memory beyond its weights (KV cache and compute buffers at a modest context).
@@ -40,9 +43,7 @@ SWAP_SGLANG_120B = 64 * GIB
 # What each engine keeps on disk, and where: llama.cpp the catalogue's GGUF shards, SGLang/vLLM the root
 # safetensors, Ollama its own store — sizes from sparkkit.model (CATALOGUE, ENGINE_WEIGHTS), so every
 # catalogue model is one 01 can check.
-WEIGHTS_HOME = {"sglang": "~/.cache/huggingface", "vllm": "~/.cache/huggingface",
-                "ollama": "/usr/share/ollama/.ollama/models"}
-ENGINE_NAMES = {"llamacpp": "llama.cpp", "ollama": "Ollama", "sglang": "SGLang", "vllm": "vLLM"}
+WEIGHTS_HOME = {name: s.weights_home for name, s in _engines.specs().items()}
 UPDATE = "sudo apt update && sudo apt dist-upgrade && sudo fwupdmgr refresh && sudo fwupdmgr upgrade && sudo reboot"
 DROP_CACHES = "sudo sh -c 'sync; echo 3 > /proc/sys/vm/drop_caches'"
 NVCC_DEFAULT = "/usr/local/cuda/bin/nvcc"
@@ -466,10 +467,15 @@ def need_for(model: str, engine: str, model_dir: str = "", source: HostSource | 
     from . import records
     from .model import CATALOGUE
     size, size_from = weights_for(model, engine)
+    default = "~/.sparkkit/models" if source is not None and source.is_snapshot else str(records.home() / "models")
     if engine == "llamacpp" or model == "embedded":
-        default = "~/.sparkkit/models" if source is not None and source.is_snapshot else str(records.home() / "models")
         files = CATALOGUE[model].hf_files if model in CATALOGUE else ()
         return Need(model, engine, size, model_dir or default, files=files)
+    if WEIGHTS_HOME[engine].startswith("$SPARKKIT_HOME"):      # SGLang/vLLM: the safetensors 03 places
+        from .model import WEIGHTS_SOURCES
+        repo = WEIGHTS_SOURCES.get(model, {}).get("safetensors", model)
+        return Need(model, engine, size, str(Path(model_dir or default) / repo.replace("/", "--")),
+                    size_from=size_from)
     return Need(model, engine, size, model_dir or WEIGHTS_HOME[engine], size_from=size_from)
 
 
@@ -486,6 +492,20 @@ def preflight(model: str, engine: str = "llamacpp", model_dir: str = "",
                       usable_bytes=max(usable, 0),
                       checks=checks, engine=engine, model=model, source=src.label, box=f.box,
                       notes=list(getattr(src, "problems", [])))
+
+
+def this_host() -> HostSource:
+    """This machine — or, with SPARKKIT_HOST_SNAPSHOT set to a snapshot directory, that snapshot acting as
+    this machine for every step (01 writes its state from it; 02 and 04 see its GPU and memory). It is how
+    the tests walk an owner's GB10 path, 01 to 07, on a box without one."""
+    acting = os.environ.get("SPARKKIT_HOST_SNAPSHOT", "")
+    if not acting:
+        return HostSource()
+    from .snapshot import load
+    src = load(acting)
+    src.acting = True
+    src.label = f"{src.label}, acting as this machine (SPARKKIT_HOST_SNAPSHOT)"
+    return src
 
 
 def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
@@ -506,7 +526,7 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
         from .snapshot import load
         src: HostSource = load(host)
     else:
-        src = source or HostSource()
+        src = source or this_host()
     facts = gather(src)
     chosen = resolve(model, "gb10" if facts.is_gb10 or facts.gb10_unanswered else "embedded")
     if chosen == "embedded" and engine != "llamacpp":
@@ -515,7 +535,7 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
                                  "(the embedded model is served by llamacpp only)")
         chosen = "gpt-oss-120b"
     report = preflight(chosen, engine, model_dir, src, facts)
-    if not src.is_snapshot:
+    if not src.is_snapshot or getattr(src, "acting", False):
         records.update_state("host", {**report.to_dict(), "checked_at": records.now()})
         records.update_state("choice", {"model": chosen, "engine": engine,
                                         "model_dir": need_for(chosen, engine, model_dir).weights_dir})

@@ -153,6 +153,14 @@ ENGINE_WEIGHTS: dict[str, dict[str, float | None]] = {
 }
 
 
+# Where each weights layout of a catalogue model comes from (engines.EngineSpec.weights): the root
+# safetensors of the maker's Hub repo (SGLang, vLLM) and the Ollama library tag (ollama.com/library).
+WEIGHTS_SOURCES: dict[str, dict[str, str]] = {
+    "gpt-oss-120b": {"safetensors": "openai/gpt-oss-120b", "ollama": "gpt-oss:120b"},
+    "gpt-oss-20b": {"safetensors": "openai/gpt-oss-20b", "ollama": "gpt-oss:20b"},
+    "qwen3-coder-30b-a3b": {"safetensors": "Qwen/Qwen3-Coder-30B-A3B-Instruct", "ollama": "qwen3-coder:30b"},
+}
+
 
 def engine_download_bytes(model: str, engine: str) -> int | None:
     """What `engine` itself downloads of catalogue `model` (ENGINE_WEIGHTS); None where our sources don't say."""

@@ -22,7 +22,7 @@ for gpt-oss-120b. Both fall with context depth and sit next to the published Spa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import matplotlib
@@ -31,16 +31,17 @@ import pandas as pd
 
 from . import llamacpp_memory as lcm
 from .errors import ParameterError, check_choice, check_int
+from . import engines as _engines
+from .engines.launch import CTX_CHECKPOINTS
+from .engines.serving import Serving
 from .model import CATALOGUE, GIB, Architecture, engine_download_bytes
 
 MIB = 1024**2
-ENGINES = ("llamacpp", "ollama", "sglang", "vllm")
-ENGINE_NAMES = {"llamacpp": "llama.cpp", "ollama": "Ollama", "sglang": "SGLang", "vllm": "vLLM"}
+# The engines, their names and KV types: one registry (sparkkit.engines), read here.
+ENGINES = _engines.ENGINES
+ENGINE_NAMES = {name: s.label for name, s in _engines.specs().items()}
+KV_TYPES = {name: s.kv_types for name, s in _engines.specs().items()}
 KV_BYTES_PER_ELEMENT = {**lcm.KV_TYPE_BYTES, "fp8": 1.0}
-KV_TYPES = {"llamacpp": ("f16", "bf16", "q8_0", "q4_0", "f32"),    # -ctk/-ctv
-            "ollama": ("f16", "q8_0", "q4_0"),                        # OLLAMA_KV_CACHE_TYPE (engines.md §2)
-            "sglang": ("f16", "bf16", "fp8"),                         # --kv-cache-dtype auto | fp8_e4m3
-            "vllm": ("f16", "bf16", "fp8")}                           # --kv-cache-dtype auto | fp8
 # Quantized KV types store blocks of this many values; llama.cpp refuses them when a head's size is not a
 # multiple (ggml's row size must be whole blocks).
 KV_BLOCK = {"q8_0": 32, "q4_0": 32}
@@ -56,16 +57,15 @@ LLAMACPP_CACHE_RAM = 8192 * MIB
 # (gpt-oss-120b and -20b keep the 8 GiB; the embedded tiny model gets 256 MiB and plans on a 4 GiB host).
 CACHE_RAM_STATES = 4
 CACHE_RAM_MIN = 256 * MIB
-LLAMACPP_CTX_CHECKPOINTS = 32
+LLAMACPP_CTX_CHECKPOINTS = CTX_CHECKPOINTS   # llama-server's default (engines.launch)
 # CUDA context, cuBLAS workspaces and the like beyond the logged buffers: nvidia-smi showed
 # +596…600 MiB over the sum of llama.cpp's buffers for gpt-oss 20b and 120b (gpu-standin.md §4), and
 # 597…600 MiB for b11549 on an H100 across eight shapes and settings (sparkkit's own check, 2026-11-26).
 CUDA_RUNTIME = 600 * MIB
 # What cudaMemGetInfo calls "total" on a GB10 (spark.md §2) — the base of the vLLM/SGLang fractions.
 GB10_TOTAL = int(121.69 * GIB)
-# Engine defaults: vLLM --gpu-memory-utilization 0.9 (vLLM docs); SGLang --mem-fraction-static:
-# auto, the NVIDIA Spark playbook passes 0.75 (engines.md §3).
-MEM_FRACTION = {"vllm": 0.90, "sglang": 0.75}
+# The memory fraction vLLM/SGLang take at start: each engine module's MEM_FRACTION (engines.md §3–4).
+MEM_FRACTION = {name: _engines.module(name).MEM_FRACTION for name in ("sglang", "vllm")}
 # Ollama (engines.md §2, peers.md §4): default context by VRAM since v0.15.5 (<24 GiB 4k, 24–48 GiB
 # 32k, ≥48 GiB 256k, clamped to the model's maximum); its gpt-oss estimate keeps the sliding layers
 # at 4096 × parallel + batch tokens; its compute graph ≈ 4 × parallel + context/1024 + 110 MiB.
@@ -130,6 +130,7 @@ class Plan:
     refusal: str = ""        # why the engine itself would refuse this plan (vLLM/SGLang: KV pool too small)
     notes: tuple[str, ...] = ()
     cache_ram: int = 0       # llama.cpp's host prompt cache, bytes: 05 passes it as --cache-ram (MiB)
+    serving: Serving | None = None   # the settings this plan counted: 05 launches exactly these
 
     @property
     def total_bytes(self) -> int:
@@ -161,6 +162,7 @@ class Plan:
                 "total_bytes": self.total_bytes, "kv_bytes": self.kv_bytes(), "verdict": self.verdict,
                 "refusal": self.refusal, "notes": list(self.notes),
                 "cache_ram_mib": self.cache_ram // MIB if self.cache_ram else None,
+                "serving": self.serving.to_dict() if self.serving else None,
                 "rows": [{"component": n, "bytes": b, "how": h} for n, b, h in self.rows],
                 "aside": [{"component": n, "bytes": b, "how": h} for n, b, h in self.aside]}
 
@@ -204,11 +206,18 @@ def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str =
     if engine == "llamacpp":
         if cache_ram is None:
             cache_ram = cache_ram_for(arch, context, slots, kv_type, ubatch, kv_unified, swa_full)
-        return _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable_bytes, kv_unified, swa_full, backend,
+        plan = _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable_bytes, kv_unified, swa_full, backend,
                               discrete_gpu, cache_ram, ctx_checkpoints)
-    if engine == "ollama":
-        return _plan_ollama(arch, context, slots, kv_type, ubatch, usable_bytes, total_memory)
-    return _plan_pool(arch, context, slots, kv_type, ubatch, usable_bytes, engine, total_memory, mem_fraction)
+        serving = Serving(engine, context, slots, kv_type, ubatch, kv_unified=kv_unified, swa_full=swa_full,
+                          cache_ram_mib=cache_ram // MIB, ctx_checkpoints=ctx_checkpoints)
+    elif engine == "ollama":
+        plan = _plan_ollama(arch, context, slots, kv_type, ubatch, usable_bytes, total_memory)
+        serving = Serving(engine, context, slots, kv_type, ubatch)
+    else:
+        fraction = MEM_FRACTION[engine] if mem_fraction is None else mem_fraction
+        plan = _plan_pool(arch, context, slots, kv_type, ubatch, usable_bytes, engine, total_memory, fraction)
+        serving = Serving(engine, context, slots, kv_type, ubatch, mem_fraction=fraction)
+    return replace(plan, serving=serving)
 
 
 def slot_state_bytes(arch: Architecture, context: int, slots: int, kv_type: str, ubatch: int,
@@ -562,16 +571,16 @@ def setting(engine: str = "", model: str = "") -> Setting:
 def _has_gpu() -> bool:
     try:
         from .box import gather
-        from .host import HostSource
-        return bool(gather(HostSource()).gpu.names)
+        from .host import this_host
+        return bool(gather(this_host()).gpu.names)
     except Exception:           # no nvidia-smi, odd output: no discrete GPU to plan for
         return False
 
 
 def _mem_total() -> int:
     from .box import meminfo
-    from .host import HostSource
-    return meminfo(HostSource().read("/proc/meminfo")).get("MemTotal", 0)
+    from .host import this_host
+    return meminfo(this_host().read("/proc/meminfo")).get("MemTotal", 0)
 
 
 def adopt(view: PlanView, s: Setting) -> dict[str, Any]:

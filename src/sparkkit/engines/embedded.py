@@ -67,6 +67,8 @@ def to_params(launch: Launch):
         p.verbosity = launch.log_verbosity
     if launch.cache_ram_mib is not None:
         p.cache_ram_mib = launch.cache_ram_mib
+    p.swa_full = launch.swa_full
+    p.n_ctx_checkpoints = launch.ctx_checkpoints
     if launch.api_key_file:
         p.api_keys = [Path(launch.api_key_file).read_text(encoding="utf-8").strip()]
     return p

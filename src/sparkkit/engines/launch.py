@@ -23,6 +23,7 @@ KV_TYPES = ("f16", "bf16", "q8_0", "q4_0", "f32")
 FLASH_ATTN = ("on", "off", "auto")
 LOAD_MODES = ("none", "dio", "mmap", "auto")   # none/dio = no mmap (the Spark's slow-mmap bug)
 ALL_LAYERS = 999
+CTX_CHECKPOINTS = 32                            # llama-server's default --ctx-checkpoints (common/common.h, b11549)
 
 
 def is_loopback(host: str) -> bool:
@@ -63,6 +64,8 @@ class Launch:
     threads: int | None = None      # -t; None = the engine's default
     log_verbosity: int | None = None  # -lv; 4 makes llama.cpp log its KV cache and compute buffer sizes
     cache_ram_mib: int | None = None  # --cache-ram: the host prompt cache 02 planned (None: llama.cpp's 8192)
+    swa_full: bool = False          # --swa-full: full-size sliding-window KV (02 counts it when planned)
+    ctx_checkpoints: int = CTX_CHECKPOINTS   # --ctx-checkpoints per slot (passed only when not llama.cpp's default)
     extra: tuple[str, ...] = field(default_factory=tuple)  # verbatim extra llama-server flags
 
     def __post_init__(self) -> None:
@@ -83,6 +86,16 @@ class Launch:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_serving(cls, serving: Any, model: str, alias: str, host: str = "127.0.0.1", port: int = 8080,
+                     api_key_file: str | None = None, threads: int | None = None) -> "Launch":
+        """The llama-server launch of 02's serving settings: every field that changes memory comes from them."""
+        return cls(model=model, alias=alias, context=serving.context, slots=serving.slots,
+                   kv_unified=serving.kv_unified, kv_type=serving.kv_type, flash_attn=serving.flash_attn,
+                   ubatch=serving.ubatch, batch=max(serving.ubatch, 2048), host=host, port=port,
+                   api_key_file=api_key_file, threads=threads, cache_ram_mib=serving.cache_ram_mib,
+                   swa_full=serving.swa_full, ctx_checkpoints=serving.ctx_checkpoints)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Launch":
@@ -135,10 +148,14 @@ def to_argv(launch: Launch, binary: str = "llama-server", flags: ServerFlags = S
         a += ["-ctk", launch.kv_type, "-ctv", launch.kv_type]
     if launch.kv_unified and flags.kv_unified:
         a += ["--kv-unified"]
-    # No --swa-full and no --ctx-checkpoints: llama.cpp's default sliding-window checkpoints are what let
-    # an agent's next turn reuse gpt-oss's cache. On the H100 stand-in --swa-full (which needs none) took
+    # By default no --swa-full and llama.cpp's own --ctx-checkpoints: its sliding-window checkpoints are what
+    # let an agent's next turn reuse gpt-oss's cache. On the H100 stand-in --swa-full (which needs none) took
     # 5 GB more and was slower in the same call: prefill −10 %, decode −6 % at depth 8192
-    # (records/gpu-standin/h100-run7-b11549-decode-split).
+    # (records/gpu-standin/h100-run7-b11549-decode-split). Both are passed only when 02 planned otherwise.
+    if launch.swa_full:
+        a += ["--swa-full"]
+    if launch.ctx_checkpoints != CTX_CHECKPOINTS:
+        a += ["--ctx-checkpoints", str(launch.ctx_checkpoints)]
     if launch.jinja and flags.jinja:
         a += ["--jinja"]
     if launch.metrics:
