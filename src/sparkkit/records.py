@@ -129,6 +129,21 @@ def update_state(section: str, value: Any) -> dict[str, Any]:
 # Which runbook writes each state section: a step that needs one names the step to run.
 WRITTEN_BY = {"host": "01-preflight", "choice": "01-preflight", "plan": "02-plan", "model": "03-place-model",
               "engine": "04-engine", "server": "05-serve"}
+# The typed sections: the keys each one must hold, with their types (a hand-edited or older state file
+# is named, never a KeyError or a TypeError deep in a step).
+SECTION_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "host": {"target": str, "usable_bytes": int},
+    "choice": {"model": str, "engine": str},
+    "plan": {"engine": str, "context": int, "slots": int, "kv_type": str, "ubatch": int, "verdict": str,
+             "serving": (dict, type(None))},
+    "model": {"model": str, "path": str, "alias": str},
+    "engine": {"engine": str, "runtime": dict},
+    "server": {"base_url": str, "launch": dict},
+}
+# What each runbook needs from earlier steps (ploomber's `upstream`): it says which step to run when a
+# section is missing. Sections a step can make itself (02's plan and 04's llama.cpp, from 05) are not here.
+UPSTREAM: dict[str, tuple[str, ...]] = {"01-preflight": (), "02-plan": (), "03-place-model": (), "04-engine": (),
+                                        "05-serve": ("model",), "06-verify": (), "07-wire-claude": ("server",)}
 
 
 def section(state: dict[str, Any], name: str, *keys: str) -> dict[str, Any]:
@@ -143,7 +158,30 @@ def section(state: dict[str, Any], name: str, *keys: str) -> dict[str, Any]:
     if missing:
         raise StateError(f"state.json's `{name}` section lacks {', '.join(f'`{k}`' for k in missing)} "
                          f"(written by an older or interrupted {step}): re-run {step}")
+    types = SECTION_TYPES.get(name, {})
+    wrong = [k for k in keys if k in types and not isinstance(value[k], types[k])
+             or (k in types and isinstance(value[k], bool) and types[k] is int)]
+    if wrong:
+        raise StateError(f"state.json's `{name}` section has {', '.join(f'`{k}`' for k in wrong)} of the wrong type "
+                         f"(edited by hand?): re-run {step}")
     return value
+
+
+def needs(state: dict[str, Any], step: str, *names: str) -> dict[str, dict[str, Any]]:
+    """The sections `step` reads, each whole and typed, or one sentence naming the step that writes it."""
+    from .errors import StateError
+    out = {}
+    for name in names or UPSTREAM.get(step, ()):
+        if not isinstance(state.get(name), dict):
+            raise StateError(f"{step} needs {WRITTEN_BY.get(name, 'an earlier step')}'s `{name}`, which is not "
+                             f"there yet: run {WRITTEN_BY.get(name, 'the earlier runbooks')} first")
+        out[name] = section(state, name, *SECTION_TYPES.get(name, {}))
+    return out
+
+
+def upstream(step: str) -> dict[str, dict[str, Any]]:
+    """A runbook's first call: the steps it declares it needs (UPSTREAM) have run, or it stops naming them."""
+    return needs(load_state(), step)
 
 
 # ----------------------------------------------------------------------------- run records
