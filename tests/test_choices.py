@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 def test_every_choice_is_a_typed_commented_parameter_of_its_runbook():
     found = choices.parameters(ROOT / "runbooks")
     assert set(found) == set(choices.OWNER_CHOICES)
-    assert (found["port"].type, found["port"].default, found["port"].runbook) == ("int", 8080, "05-serve")
+    assert (found["port"].type, found["port"].default, found["port"].runbook) == ("int", 0, "05-serve")
     assert (found["context"].type, found["context"].default) == ("int", 131072)
     assert all(p.help for p in found.values())
     # each runbook a choice is handed to declares it: nothing is injected that a runbook would not read
@@ -38,7 +38,7 @@ def test_the_cli_help_is_the_parameters_cell():
 
 
 @pytest.mark.parametrize("argv, sentence", [
-    (["--port", "0"], "parameter `port`: got 0; accepted: an integer from 1 to 65535"),
+    (["--port", "70000"], "parameter `port`: got 70000; accepted: 0 (the engine's default port) or an integer from 1 to 65535"),
     (["--port", "eighty"], "parameter `port`: got 'eighty'; accepted: an integer"),
     (["--engine", "tgi"], "parameter `engine`: got 'tgi'"),
     (["--model", "gpt-oss-7b"], "parameter `model`: got 'gpt-oss-7b'; accepted: auto, embedded"),
@@ -57,8 +57,9 @@ def test_a_bad_choice_is_one_sentence_and_nothing_starts(tmp_path, argv, sentenc
 def test_choices_go_to_every_runbook_that_takes_them():
     given = choices.per_runbook({"engine": "llamacpp", "port": 9000, "model_dir": "/m"})
     assert given == {"01-preflight": {"engine": "llamacpp", "model_dir": "/m"}, "02-plan": {"engine": "llamacpp"},
-                     "03-place-model": {"model_dir": "/m"}, "04-engine": {"engine": "llamacpp"},
-                     "05-serve": {"engine": "llamacpp", "port": 9000}}
+                     "03-place-model": {"engine": "llamacpp", "model_dir": "/m"}, "04-engine": {"engine": "llamacpp"},
+                     "05-serve": {"engine": "llamacpp", "port": 9000}, "06-verify": {"engine": "llamacpp"},
+                     "07-wire-claude": {"engine": "llamacpp"}}
 
 
 @pytest.mark.e2e

@@ -118,14 +118,14 @@ def has_timings(row: dict[str, Any]) -> bool:
 
 
 def _depth_list(depths: Any) -> list[int]:
-    """`depths` as papermill may hand it over: a list, one number (-p depths 8192) or "0,8192"."""
+    """`depths` as papermill may hand it over: a list, one number (-p depths 8192), "0,8192" or "[0, 8192]"."""
     if depths is None:
         return [0]
     if isinstance(depths, int):
         return [depths]
     if isinstance(depths, str):
         try:
-            return [int(x) for x in depths.replace(" ", "").split(",") if x]
+            return [int(x) for x in depths.replace(" ", "").strip("[]").split(",") if x]
         except ValueError:
             raise ParameterError("depths", depths, "context depths in tokens, e.g. -y 'depths: [0, 8192]' "
                                  "or -p depths 0,8192") from None
@@ -244,6 +244,9 @@ def headline(runs: pd.DataFrame) -> dict[str, float]:
 def run(base_url: str = "", api_key: str = "", pp_tokens: int = 2048, tg_tokens: int = 32,
         depths: list[int] | None = None, repeats: int = 3, api_key_file: str = "") -> pd.DataFrame:
     """Runbook 06, measurements: ppN and tgM at each depth."""
+    from . import records
     from .verify import open_client, served_model
+    server = {} if base_url else (records.load_state().get("server") or {})
+    expected = server.get("served_model") or (server.get("launch") or {}).get("alias")
     with open_client(base_url, api_key, api_key_file) as c:
-        return measure(c, served_model(c), pp_tokens, tg_tokens, depths, repeats)
+        return measure(c, served_model(c, expected), pp_tokens, tg_tokens, depths, repeats)

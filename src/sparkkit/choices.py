@@ -73,6 +73,11 @@ def _check_model_dir(v: str) -> None:
         raise ParameterError("model_dir", v, "a directory (it is a file)")
 
 
+def _check_port(v: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or 1 <= v <= 65535):
+        raise ParameterError("port", v, "0 (the engine's default port) or an integer from 1 to 65535")
+
+
 def _check_key_file(v: str) -> None:
     if v and not Path(v).expanduser().is_file():
         raise ParameterError("api_key_file", v, "the path of a file that holds the key (mode 0600), or empty")
@@ -81,12 +86,13 @@ def _check_key_file(v: str) -> None:
 # name → (the runbook whose parameters cell defines it, the runbooks it is handed to, its check)
 OWNER_CHOICES: dict[str, tuple[str, tuple[str, ...], Callable[[Any], None]]] = {
     "model": ("01-preflight", ("01-preflight",), _check_model),
-    "engine": ("01-preflight", ("01-preflight", "02-plan", "04-engine", "05-serve"), _check_engine),
+    "engine": ("01-preflight", ("01-preflight", "02-plan", "03-place-model", "04-engine", "05-serve", "06-verify",
+                                "07-wire-claude"), _check_engine),
     "model_dir": ("01-preflight", ("01-preflight", "03-place-model"), _check_model_dir),
     "hf_endpoint": ("03-place-model", ("03-place-model",), lambda v: None),
     "context": ("02-plan", ("02-plan",), _check_context),
     "host": ("05-serve", ("05-serve",), lambda v: None),        # checked with the key below
-    "port": ("05-serve", ("05-serve",), lambda v: check_int("port", v, 1, 65535)),
+    "port": ("05-serve", ("05-serve",), _check_port),
     "api_key_file": ("05-serve", ("05-serve",), _check_key_file),
 }
 

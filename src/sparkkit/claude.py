@@ -259,11 +259,12 @@ class Wiring:
 
 
 def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin: str = "",
-        timeout: float = 600.0) -> Wiring:
+        timeout: float = 600.0, engine: str = "") -> Wiring:
     """Runbook 07: write the settings, then ask the real CLI to do a tool-use turn."""
     from .errors import check_choice
-    from .serve import connection
+    from .serve import chosen_engine, connection
 
+    chosen_engine(engine, "07-wire-claude")
     check_choice("scope", scope, SCOPES)
     base_url, key, launch = connection()
     if run_cli:

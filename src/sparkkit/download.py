@@ -1040,17 +1040,25 @@ def place(model: str, model_dir: str = "", endpoint: str | None = None, source: 
 
 
 def run(model_dir: str = "", hf_endpoint: str = "", source: str = "auto", chat_template: str = "", *,
-        revision: str = "main", scan_roots: dict[str, Any] | None = None) -> Placed:
-    """Runbook 03: place the model 01 chose (default: what `auto` means on this host)."""
+        revision: str = "main", scan_roots: dict[str, Any] | None = None, engine: str = "") -> Placed:
+    """Runbook 03: place the model 01 chose, in the layout 01's engine loads (GGUF shards, the Hub's
+    safetensors, or an Ollama pull)."""
     from . import host
+    from .engines import module, spec
+    from .serve import chosen_engine
 
     state = records.load_state()
     if "choice" not in state:
         host.run()
         state = records.load_state()
     choice = records.section(state, "choice", "model")
-    placed = place(choice["model"], model_dir or choice.get("model_dir", ""), hf_endpoint or None, source,
-                   chat_template, revision=revision, scan_roots=scan_roots)
+    engine = chosen_engine(engine, "03-place-model")
+    if engine != "llamacpp" and source == "generate":
+        raise ParameterError("source", source, f"auto or hub with {spec(engine).label} (a generated stand-in is a "
+                                               "GGUF: llama.cpp only)")
+    placed = module(engine).place(choice["model"], model_dir or choice.get("model_dir", ""), hf_endpoint, revision,
+                                  source=source, chat_template=chat_template, scan_roots=scan_roots)
     alias = "tiny-gpt-oss" if placed.model == "embedded" else placed.model
-    records.update_state("model", {**placed.to_dict(), "alias": alias, "placed_at": records.now()})
+    records.update_state("model", {**placed.to_dict(), "alias": alias, "engine": engine,
+                                   "weights": spec(engine).weights, "placed_at": records.now()})
     return placed

@@ -1,5 +1,10 @@
 """Start, watch and stop the model server — and never touch a process sparkkit did not start.
 
+This module is engine-neutral: `run` (05) reads the placed model and 02's serving settings and hands
+them to the engine's module (sparkkit.engines); `stop`/`status` ask the engine that started a server
+whether it is still its own (`is_running`) before touching it. The process machinery below is what
+llama.cpp (a process sparkkit starts) uses; containers and Ollama's models have theirs in their modules.
+
 The server runs detached (its own session), so it outlives the notebook kernel that started
 it. What we started is written to the state file as pid + the kernel's start time for that pid
 + its command line; `stop()` signals a process only when all three still match, so a reused
@@ -18,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,24 +118,45 @@ class Started:
     replaced: str | None      # what happened to a previous sparkkit server, if any
     replaced_pid: int | None = None   # the sparkkit server this one took over from
     kept: bool = False                # the running server already served this launch: nothing was started
+    engine: str = "llamacpp"
+    container: str = ""               # SGLang/vLLM: the container's id
+    notes: list[str] = field(default_factory=list)   # what the engine could not apply, with the fix
+
+    @property
+    def what(self) -> str:
+        if self.container:
+            return f"container {self.container[:12]}"
+        return f"pid {self.pid}" if self.pid else "model loaded"
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
+        from .engines import label
         if self.kept:
-            head = f"already serving this launch at {self.base_url} (pid {self.pid}): kept, not restarted"
+            head = f"{label(self.engine)} already serving this launch at {self.base_url} ({self.what}): kept, not restarted"
         else:
-            head = f"serving at {self.base_url} (pid {self.pid}), ready in {self.load_seconds:.2f} s" + \
+            head = f"{label(self.engine)} serving at {self.base_url} ({self.what}), ready in {self.load_seconds:.2f} s" + \
                 (f"; replaced pid {self.replaced_pid}" if self.replaced_pid else "")
-        return ("pass", head, {**self.as_row(), "argv": self.argv, "replaced": self.replaced})
+        warned = [n for n in self.notes if n.startswith("warning")]
+        if warned:
+            head += "; " + warned[0]
+        return ("warn" if warned else "pass", head, {**self.as_row(), "argv": self.argv, "replaced": self.replaced,
+                                                     "notes": self.notes})
 
     def spark_command(self) -> str:
-        """The same launch as a llama-server command line — what a GB10 runs for this plan."""
-        launch = Launch.from_dict(records.load_state()["server"]["launch"])
-        from dataclasses import replace
-        return command_line(to_argv(replace(launch, threads=None)))
+        """The same launch as the owner would type it on a GB10 (llama-server, docker run, or Ollama's steps)."""
+        from .engines import module
+        from .engines.serving import Serving
+        state = records.load_state()
+        serving = Serving.from_dict(state["plan"]["serving"]) if (state.get("plan") or {}).get("serving") else None
+        if self.engine == "llamacpp" or serving is None:
+            launch = Launch.from_dict(state["server"]["launch"])
+            from dataclasses import replace
+            return command_line(to_argv(replace(launch, threads=None)))
+        srv = state["server"]["launch"]
+        return command_line(module(self.engine).command(serving, state["model"], srv["host"], srv["port"]))
 
     def as_row(self) -> dict[str, Any]:
-        return {"pid": self.pid, "url": self.base_url, "load time (s)": round(self.load_seconds, 2),
-                "log": str(self.log), "command": command_line(self.argv)}
+        return {"engine": self.engine, "pid": self.pid, "container": self.container, "url": self.base_url,
+                "load time (s)": round(self.load_seconds, 2), "log": str(self.log), "command": command_line(self.argv)}
 
 
 def _records_dir() -> Path:
@@ -139,15 +165,42 @@ def _records_dir() -> Path:
     return records.home() / "server" / "running"
 
 
+def _record_id(server: dict[str, Any]) -> str:
+    """A process by its pid, a container by its id, an Ollama model by its name."""
+    return str(server.get("pid") or server.get("container", "")[:12] or server.get("model", "server")).replace("/", "_").replace(":", "_")
+
+
+def _alive(server: dict[str, Any]) -> bool:
+    """Is `server` still what sparkkit started? Its engine says (pid + start time + argv, container id +
+    label, or the model loaded)."""
+    from .engines import module
+    try:
+        return bool(module(server.get("engine", "llamacpp")).is_running(server))
+    except Exception:      # an engine that cannot be asked (docker gone, service down): not ours to touch
+        return False
+
+
+def stop_any(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
+    """Stop `server` the way its engine stops it (only while `_alive`)."""
+    from .engines import container, module
+    engine = server.get("engine", "llamacpp")
+    if server.get("kind") == "container":
+        forced = container.stop(server, timeout, remove=remove)
+    else:
+        forced = module(engine).stop(server, timeout)
+    _drop_record(server)
+    return forced
+
+
 def _write_record(server: dict[str, Any]) -> Path:
-    path = _records_dir() / f"{server['pid']}.json"
+    path = _records_dir() / f"{_record_id(server)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     records._write_json(path, server, mode=0o600)
     return path
 
 
 def _drop_record(server: dict[str, Any]) -> None:
-    (_records_dir() / f"{server.get('pid')}.json").unlink(missing_ok=True)
+    (_records_dir() / f"{_record_id(server)}.json").unlink(missing_ok=True)
 
 
 def recorded_servers() -> list[dict[str, Any]]:
@@ -158,7 +211,7 @@ def recorded_servers() -> list[dict[str, Any]]:
             server = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(server, dict) and is_ours(server):
+        if isinstance(server, dict) and _alive(server):
             found.append(server)
         else:
             path.unlink(missing_ok=True)
@@ -173,10 +226,10 @@ def _state_server() -> tuple[dict[str, Any] | None, str]:
         return None, str(e)
 
 
-def healthy(base_url: str, timeout: float = 5.0) -> bool:
-    """Does the server at `base_url` answer /health with 200 (no key needed)?"""
+def healthy(base_url: str, path: str = "/health", timeout: float = 5.0) -> bool:
+    """Does the server at `base_url` answer `path` (its engine's health check) with 200 (no key needed)?"""
     try:
-        return httpx.get(f"{base_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+        return httpx.get(f"{base_url.rstrip('/')}{path}", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -226,14 +279,14 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
     launch is kept; one on another port keeps serving until the new one is healthy; one on the same
     port is stopped only after every check that can run first has passed, and started again from its
     own command line if the new launch fails."""
-    previous = next((s for s in [_state_server()[0]] if s and is_ours(s)), None)
+    previous = next((s for s in [_state_server()[0]] if s and _alive(s)), None)
     same_launch = json.loads(json.dumps(launch.to_dict(), default=str)) == previous.get("launch") if previous else False
     if previous and same_launch and previous.get("runtime") == json.loads(json.dumps(runtime, default=str)) \
             and healthy(previous["base_url"]):
         return Started(previous["pid"], previous["base_url"], 0.0, previous["argv"], Path(previous["log"]),
                        f"kept the running sparkkit server (pid {previous['pid']}): it already serves this launch",
                        kept=True)
-    same_port = bool(previous) and previous["launch"].get("port") == launch.port
+    same_port = bool(previous) and (previous.get("launch") or {}).get("port") == launch.port
     if port_in_use(launch.host, launch.port) and not same_port:
         raise ServeError(f"port {launch.port} on {launch.host} is already in use by a process sparkkit did not "
                          f"start; stop that process or choose another port (-p port {launch.port + 1})")
@@ -260,7 +313,7 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
                                  f"{previous['base_url']}) was left running.") from None
             raise
         if previous:
-            stop_server(previous)
+            stop_any(previous)
             replaced = (f"replaced the sparkkit server pid {previous['pid']} at {previous['base_url']} (stopped after "
                         f"this one was healthy; its log is kept at {previous.get('log')})")
     records.update_state("server", server)
@@ -270,6 +323,10 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
 
 def _restart(previous: dict[str, Any], timeout: float) -> str:
     """Start the replaced server again from its own command line (the new launch failed)."""
+    if previous.get("kind") == "container":
+        from .engines.container import docker
+        docker("start", previous["container"], timeout=120)
+        return f"The new launch failed, so the previous sparkkit container {previous.get('name')} was started again."
     try:
         launch = Launch.from_dict(previous["launch"])
         server, _log, _load = _bring_up(list(previous["argv"]), launch, previous.get("runtime", {}), timeout)
@@ -326,25 +383,33 @@ def stop(timeout: float = 15.0) -> dict[str, Any]:
     that is still that process is stopped."""
     server, unreadable = _state_server()
     if server:
-        pid = server.get("pid")
-        if not is_ours(server):
+        what = _what(server)
+        if not _alive(server):
             records.update_state("server", None)
             _drop_record(server)
-            return {"stopped": False, "message": f"pid {pid} is no longer the server sparkkit started "
+            return {"stopped": False, "message": f"{what} is no longer the server sparkkit started "
                                                 f"(it exited); left alone, record cleared"}
-        forced = stop_server(server, timeout)
+        forced = stop_any(server, timeout)
         records.update_state("server", None)
-        return {"stopped": True, "message": f"stopped the sparkkit server (pid {pid}{', forced' if forced else ''})"}
+        return {"stopped": True, "message": f"stopped the sparkkit server ({what}{', forced' if forced else ''})"}
     live = recorded_servers()
     if not live:
         return {"stopped": False, "message": "no sparkkit server is recorded; nothing to stop"
                 + (f" ({unreadable.split(';')[0]})" if unreadable else "")}
-    pids = [s["pid"] for s in live]
+    whats = [_what(s) for s in live]
     for s in live:
-        stop_server(s, timeout)
+        stop_any(s, timeout)
     why = "state.json is not readable" if unreadable else "state.json names none"
-    return {"stopped": True, "message": f"stopped the sparkkit server{'s' if len(pids) > 1 else ''} "
-                                        f"(pid {', '.join(map(str, pids))}), found by their records ({why})"}
+    return {"stopped": True, "message": f"stopped the sparkkit server{'s' if len(whats) > 1 else ''} "
+                                        f"({', '.join(whats)}), found by their records ({why})"}
+
+
+def _what(server: dict[str, Any]) -> str:
+    if server.get("kind") == "container":
+        return f"{server.get('engine')} container {server.get('name') or str(server.get('container'))[:12]}"
+    if server.get("kind") == "ollama-model":
+        return f"Ollama model {server.get('model')} (the Ollama service itself is left running)"
+    return f"pid {server.get('pid')}"
 
 
 def _reap(pid: int) -> None:
@@ -366,7 +431,8 @@ def status() -> dict[str, Any]:
         if unreadable:
             out["state"] = unreadable.split(";")[0]
         return out
-    return {"running": is_ours(server), "pid": server.get("pid"), "base_url": server.get("base_url"),
+    return {"running": _alive(server), "engine": server.get("engine", "llamacpp"), "pid": server.get("pid"),
+            "container": server.get("container"), "base_url": server.get("base_url"),
             "log": server.get("log"), "started_at": server.get("started_at")}
 
 
@@ -401,55 +467,75 @@ def read_key_file(path: str) -> str:
     return key
 
 
-def run(engine: str = "llamacpp", host: str = "127.0.0.1", port: int = 8080, api_key: str = "",
-        force: bool = False, api_key_file: str = "") -> Started:
-    """Runbook 05: serve the placed model with the plan's context/slots/KV type. The key comes from
-    `api_key_file` (so it never becomes a papermill parameter) or, as before, `api_key`."""
-    from . import plan as plans
+def chosen_engine(engine: str, step: str) -> str:
+    """The engine 01 chose; a different `engine` passed to a later step is refused (there is one engine
+    per box setup, recorded by 01), with the command that changes it."""
     from .engines import check_engine
-    from .engines import llamacpp
+    from .errors import ParameterError
+    state = records.load_state()
+    chosen = (state.get("choice") or {}).get("engine") or "llamacpp"
+    if engine:
+        check_engine(engine)
+        if engine != chosen:
+            raise ParameterError("engine", engine, f"empty or {chosen} in {step}: 01 chose {chosen}; to serve with "
+                                                   f"{engine}, run 01-preflight with -p engine {engine} first "
+                                                   f"(sparkkit run --engine {engine} does all steps)")
+    return chosen
+
+
+def run(engine: str = "", host: str = "127.0.0.1", port: int = 0, api_key: str = "",
+        force: bool = False, api_key_file: str = "") -> Started:
+    """Runbook 05: serve the placed model with exactly 02's serving settings on 01's engine. The key comes
+    from `api_key_file` (so it never becomes a papermill parameter) or, as before, `api_key`. `port` 0:
+    the engine's default."""
+    from . import plan as plans
+    from .engines import module, spec
     from .engines.launch import check_bind
+    from .engines.serving import Serving
     from .errors import ParameterError, StateError, check_int
 
-    check_engine(engine)
-    check_int("port", port, 1, 65535)
+    engine = chosen_engine(engine, "05-serve")
+    if port != 0:
+        check_int("port", port, 1, 65535)
+    if spec(engine).runs_as != "service":       # a service (Ollama) listens where its own unit says
+        port = port or spec(engine).default_port
     if api_key_file:
         api_key = read_key_file(api_key_file)
     check_bind(host, bool(api_key))
     state = records.load_state()
-    model = state.get("model")
-    if not model or not Path(model.get("path", "")).exists():
+    model = records.needs(state, "05-serve", "model")["model"]
+    if not model.get("path") or (spec(engine).weights != "ollama" and not Path(model["path"]).exists()):
         raise StateError("no model is placed yet: run 03-place-model first")
     records.section(state, "model", "model", "path", "alias")
+    if model.get("engine", "llamacpp") != engine:
+        raise StateError(f"03 placed {model['model']} for {model.get('engine', 'llamacpp')}, but 01 chose {engine}: "
+                         "re-run 03-place-model")
     check_served_model(model)
-    if state.get("plan", {}).get("for_model") != model["model"]:
-        plans.run()                     # no plan for this model yet: plan it with the defaults
-    if "engine" not in state:
-        llamacpp.run(engine)
+    if state.get("plan", {}).get("for_model") != model["model"] or state.get("plan", {}).get("engine", "llamacpp") != engine:
+        plans.run()                     # no plan for this model and engine yet: plan it with the defaults
+    if (state.get("engine") or {}).get("engine", "llamacpp") != engine or "engine" not in state:
+        if engine != "llamacpp":
+            raise StateError(f"04-engine has not made {spec(engine).label} ready: run 04-engine")
+        module(engine).prepare()
     state = records.load_state()
     plan = records.section(state, "plan", "context", "slots", "kv_type", "ubatch", "verdict")
-    runtime = records.section(state, "engine", "runtime")["runtime"]
-    if runtime["kind"] == "binary" and not runtime.get("path"):
-        raise StateError("llama-server is not built yet: run 04-engine with -p build yes, "
-                         "or pass -p binary /path/to/llama-server to 04")
     if plan["verdict"] == "does not fit" and not force:
         raise ParameterError("force", force, f"True to launch anyway — the plan from 02 does not fit "
                                              f"({plan['total_bytes'] / 2**30:.1f} GiB > "
                                              f"{plan['usable_bytes'] / 2**30:.1f} GiB usable); "
                                              "better: re-run 02 with a smaller context")
+    serving = Serving.from_dict(plan["serving"]) if plan.get("serving") else \
+        Serving(engine, plan["context"], plan["slots"], plan["kv_type"], plan["ubatch"],
+                cache_ram_mib=plan.get("cache_ram_mib"))     # a plan written before serving settings existed
     key_file = None
     if api_key:
         key_file = records.home() / "server" / "api-key"
         key_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(api_key)
-    launch = Launch(model=model["path"], alias=model["alias"], context=plan["context"], slots=plan["slots"],
-                    kv_type=plan["kv_type"], ubatch=plan["ubatch"], batch=max(plan["ubatch"], 2048), host=host,
-                    port=port, api_key_file=str(key_file) if key_file else None,
-                    cache_ram_mib=plan.get("cache_ram_mib"),      # the host prompt cache 02 planned and counted
-                    threads=os.cpu_count() if runtime["kind"] == "embedded" else None)
-    return start(launch, runtime)
+            f.write(api_key if spec(engine).runs_as != "container" else
+                    f"SPARKKIT_API_KEY={api_key}\nVLLM_API_KEY={api_key}\n")   # docker --env-file
+    return module(engine).launch(serving, model, host, port, str(key_file) if key_file else None)
 
 
 def connection(alternative: str = "") -> tuple[str, str | None, dict[str, Any]]:
@@ -458,9 +544,11 @@ def connection(alternative: str = "") -> tuple[str, str | None, dict[str, Any]]:
     from .errors import StateError
 
     server = records.load_state().get("server")
-    if not server or not is_ours(server):
+    if not server or not _alive(server):
         raise StateError("no sparkkit server is running: run 05-serve first" + (f" ({alternative})" if alternative
                                                                                  else ""))
     key_file = server["launch"].get("api_key_file")
     key = read_key_file(key_file) if key_file else None
+    if key and key.startswith("SPARKKIT_API_KEY="):    # a container's --env-file
+        key = key.splitlines()[0].split("=", 1)[1]
     return server["base_url"], key, server["launch"]

