@@ -141,3 +141,165 @@ def test_all_seven_runbooks_with_a_replayed_engine_on_a_gb10(tmp_path, hub, engi
         assert out.returncode == 0, out.stderr[-3000:]
     finally:
         box.close()
+
+
+# ----------------------------------------------------------------------------- in-process: faults and bad input
+@pytest.fixture
+def gb10(tmp_path, hub, monkeypatch):
+    """This process as an owner's GB10 (snapshot acting as this machine) with the replayed tools on PATH."""
+    state = tmp_path / "replay"
+    state.mkdir()
+    for k, v in {"SPARKKIT_HOME": str(tmp_path / "home"), "SPARKKIT_RUNS": str(tmp_path / "runs"),
+                 "PATH": f"{REPLAY / 'bin'}:{os.environ['PATH']}", "SPARKKIT_REPLAY_STATE": str(state),
+                 "SPARKKIT_HOST_SNAPSHOT": str(GB10)}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SPARKKIT_REPLAY_FAULT", raising=False)
+    yield tmp_path
+    from sparkkit import serve
+    serve.stop()
+    docker = state / "docker.json"
+    for c in (json.loads(docker.read_text()).get("containers") or {}).values() if docker.exists() else ():
+        if c.get("ServerPid"):
+            try:
+                os.kill(c["ServerPid"], 15)
+            except ProcessLookupError:
+                pass
+
+
+def up_to_04(engine: str, hub) -> None:
+    from sparkkit import download, engines, host, plan
+    host.run(engine=engine)
+    plan.run()
+    download.run(hf_endpoint=hub.endpoint)
+    engines.prepare()
+
+
+def test_docker_missing_pieces_are_one_sentence_with_the_fix(gb10, hub, monkeypatch):
+    from sparkkit import download, engines, host, plan
+    from sparkkit.errors import ServeError
+    host.run(engine="vllm")
+    plan.run()
+    download.run(hf_endpoint=hub.endpoint)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")                          # no docker at all
+    with pytest.raises(ServeError, match=r"^docker is not installed: sudo apt install docker.io"):
+        engines.prepare()
+    monkeypatch.setenv("PATH", f"{REPLAY / 'bin'}:/usr/bin:/bin")
+    for fault, sentence in (("no-daemon", "the daemon is not running — sudo systemctl enable --now docker"),
+                            ("no-permission", "permission denied on the Docker socket — add yourself to the docker"),
+                            ("no-nvidia", "docker has no NVIDIA runtime .* install the NVIDIA container toolkit")):
+        monkeypatch.setenv("SPARKKIT_REPLAY_FAULT", fault)
+        with pytest.raises(ServeError, match=sentence):
+            engines.prepare()
+    monkeypatch.delenv("SPARKKIT_REPLAY_FAULT")
+    with pytest.raises(ServeError, match=r"image is not pulled: docker pull nvcr.io/nvidia/vllm@sha256:9204569b.*"
+                                         r"\(9.6 GB\)"):
+        engines.prepare(pull=False)                                     # the pull command, and its size first
+    with pytest.raises(ServeError, match="image is not pulled: run 04-engine"):
+        from sparkkit import serve
+        records_engine = {"engine": "vllm", "runtime": {"kind": "container"},
+                          "image": {"pinned_ref": "nvcr.io/nvidia/vllm@sha256:9204569b17ee4c0eff75194b8e6e458479c8aee"
+                                                  "18953b5ab9cf359fcdac659e2"}}
+        from sparkkit import records
+        records.update_state("engine", records_engine)
+        serve.run()
+
+
+@pytest.mark.parametrize("engine", ["sglang", "vllm"])
+@pytest.mark.parametrize("fault,diagnosis", [
+    ("oom", "out of memory"),
+    ("oom-kill", "out of memory"),
+    ("unknown-flag", "this image does not know the flag"),
+    ("port-taken", "the port is taken")])
+def test_a_container_that_exits_is_diagnosed_from_its_log(gb10, hub, monkeypatch, engine, fault, diagnosis):
+    from sparkkit import records, serve
+    from sparkkit.errors import ServeError
+    up_to_04(engine, hub)
+    monkeypatch.setenv("SPARKKIT_REPLAY_FAULT", fault)
+    with pytest.raises(ServeError, match=diagnosis) as e:
+        serve.run()
+    assert fault == "port-taken" or "Last lines of docker logs" in str(e.value)
+    assert "server" not in records.load_state() and serve.recorded_servers() == []   # nothing half-recorded
+    state = json.loads((gb10 / "replay" / "docker.json").read_text())
+    assert all(c["Status"] != "running" for c in state["containers"].values())     # no container left running
+
+
+def test_the_same_launch_is_kept_a_new_one_replaces_and_stop_stops_only_ours(gb10, hub, monkeypatch):
+    from sparkkit import plan, records, serve
+    from sparkkit.engines import container
+    up_to_04("sglang", hub)
+    first = serve.run()
+    again = serve.run()
+    assert again.kept and again.container == first.container                  # nothing restarted
+    # a stranger's container from the same image, on another port: never stopped by sparkkit
+    stranger = container.docker("run", "-d", "--name", "not-sparkkit", "-p", f"127.0.0.1:{free_port()}:30000",
+                                records.load_state()["engine"]["image"]["pinned_ref"], "python3", "-m",
+                                "sglang.launch_server", "--model-path", "/m", "--port", "30000").stdout.strip()
+    plan.run(context=65536)                                                      # a new plan: a new launch
+    second = serve.run()
+    assert not second.kept and second.container != first.container
+    assert container.inspect(first.container) is None                           # replaced once the new one was healthy
+    assert "--context-length 65536" in " ".join(second.argv)
+    assert serve.stop()["stopped"]
+    assert container.inspect(stranger)["State"]["Running"]                       # left alone
+    assert "nothing to stop" in serve.stop()["message"]
+    container.docker("rm", "-f", stranger)
+
+
+def test_a_failed_replacement_on_the_same_port_starts_the_old_container_again(gb10, hub, monkeypatch):
+    from sparkkit import plan, records, serve
+    from sparkkit.engines import container
+    from sparkkit.errors import ServeError
+    up_to_04("vllm", hub)
+    first = serve.run()
+    plan.run(context=32768)
+    monkeypatch.setenv("SPARKKIT_REPLAY_FAULT", "oom")
+    with pytest.raises(ServeError, match="(?s)out of memory.*previous sparkkit container .* was started again"):
+        serve.run()
+    monkeypatch.delenv("SPARKKIT_REPLAY_FAULT")
+    assert container.inspect(first.container)["State"]["Running"]
+    assert httpx.get(f"{first.base_url}/health").status_code == 200
+    assert records.load_state()["server"]["container"] == first.container
+
+
+def test_ollama_without_the_service_or_the_cli_and_a_context_it_ignores(gb10, hub, monkeypatch):
+    from sparkkit import download, engines, host, plan, serve
+    from sparkkit.errors import ServeError
+    host.run(engine="ollama")
+    plan.run()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(ServeError, match=r"Ollama is not installed: curl -fsSL https://ollama.com/install.sh \| sh"):
+        engines.prepare()
+    monkeypatch.setenv("PATH", f"{REPLAY / 'bin'}:/usr/bin:/bin")
+    port = free_port()
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
+    with pytest.raises(ServeError, match="the Ollama service does not answer .* sudo systemctl enable --now ollama"):
+        engines.prepare()
+    proc = subprocess.Popen([sys.executable, str(REPLAY / "replay_http.py"), "--engine", "ollama", "--port",
+                             str(port), "--state", str(gb10 / "replay"), "--fault", "ctx-ignored"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in proc.stdout.readline()
+        download.run()
+        ready = engines.prepare()
+        assert ready.messages and ready.launch_claude
+        started = serve.run()
+        verdict, head, _ = started.record()
+        assert verdict == "warn" and "context 4096, not the 131072 02 planned" in head
+        assert "OLLAMA_CONTEXT_LENGTH=131072" in head
+        assert "sudo systemctl" not in " ".join(started.argv)              # sparkkit never touches the service
+        serve.stop()
+        assert httpx.get(f"http://127.0.0.1:{port}/api/version").status_code == 200   # the service still runs
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_engine_other_than_01s_is_refused_naming_the_command(gb10, hub):
+    from sparkkit import download, host, serve
+    from sparkkit.errors import ParameterError
+    host.run(engine="vllm")
+    with pytest.raises(ParameterError, match=r"parameter `engine`: got 'sglang'; accepted: empty or vllm in 05-serve: "
+                                             r"01 chose vllm; .*sparkkit run --engine sglang"):
+        serve.run(engine="sglang")
+    with pytest.raises(ParameterError, match="parameter `source`.*a generated stand-in is a GGUF: llama.cpp only"):
+        download.run(source="generate")

@@ -594,11 +594,20 @@ def adopt(view: PlanView, s: Setting) -> dict[str, Any]:
 
 
 def run(context: int = 131072, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048, engine: str = "",
-        model: str = "") -> PlanView:
+        model: str = "", mem_fraction: float = 0.0) -> PlanView:
     """Runbook 02: plan the chosen model against this host; `context=0` takes the largest that fits.
-    Writes the `plan` section 05 reads (context, slots, kv_type, ubatch, verdict, …, for_model) when
-    the plan is for 01's model and engine; other engines/models are planned for comparison only."""
+    Writes the `plan` section 05 reads (context, slots, kv_type, ubatch, verdict, serving, …, for_model)
+    when the plan is for 01's model and engine; other engines/models are planned for comparison only.
+    `mem_fraction` (SGLang/vLLM): the share of memory the engine takes at start; 0: the engine's default."""
     s = setting(engine, model)
+    if mem_fraction:
+        if s.engine not in MEM_FRACTION:
+            raise ParameterError("mem_fraction", mem_fraction, f"0 with {ENGINE_NAMES[s.engine]} (only SGLang and vLLM "
+                                                               "take a memory fraction)")
+        if isinstance(mem_fraction, bool) or not isinstance(mem_fraction, (int, float)) or \
+                not 0.1 <= mem_fraction <= 0.95:
+            raise ParameterError("mem_fraction", mem_fraction, "0 (the engine's default) or a fraction from 0.1 to 0.95")
+        s = replace(s, options={**s.options, "mem_fraction": float(mem_fraction)})
     if isinstance(context, bool) or not isinstance(context, int) or (context != 0 and not
                                                                       256 <= context <= s.arch.context_max):
         raise ParameterError("context", context, f"0 (the largest that fits) or an integer from 256 to "

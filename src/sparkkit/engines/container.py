@@ -215,15 +215,19 @@ def inspect(ref: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+def _ours(c: dict[str, Any] | None, server: dict[str, Any]) -> bool:
+    """Is container `c` the one `server` records (its id, and sparkkit's launch label)?"""
+    return bool(c and server.get("container") and c.get("Id", "").startswith(server["container"])
+                and (c.get("Config", {}).get("Labels") or {}).get(LABEL) == server.get("digest"))
+
+
 def is_running(server: dict[str, Any]) -> bool:
     """The recorded container is still the one sparkkit started (id and launch label) and runs."""
     try:
-        c = inspect(server.get("container", ""))
+        c = inspect(server.get("container", "") or "-")
     except ServeError:
         return False
-    return bool(c and c.get("Id", "").startswith(server.get("container", "-"))
-                and (c.get("Config", {}).get("Labels") or {}).get(LABEL) == server.get("digest")
-                and c.get("State", {}).get("Running"))
+    return _ours(c, server) and bool(c.get("State", {}).get("Running"))
 
 
 def log_tail(ref: str, lines: int = 30) -> str:
@@ -237,6 +241,12 @@ def log_tail(ref: str, lines: int = 30) -> str:
 def diagnose(tail: str, state: dict[str, Any] | None = None) -> str:
     """One sentence: what a container's exit most likely means, from its log and state."""
     low = tail.lower()
+    m = re.search(r"free memory on device \(([\d.]+)/([\d.]+) gib\).*less than desired gpu memory utilization "
+                  r"\(([\d.]+), ([\d.]+) gib\)", low)
+    if m:   # vLLM's own start-up check (the Spark's unified memory: the page cache and the desktop count as used)
+        return (f"out of memory at start: the memory fraction {m.group(3)} asks for {m.group(4)} GiB but only "
+                f"{m.group(1)} GiB is free — drop the page cache (01's fix), or lower -p mem_fraction in 02, then "
+                "re-run 05")
     if (state or {}).get("OOMKilled") or "out of memory" in low or "not enough memory" in low \
             or "cuda error: out of memory" in low or "outofmemoryerror" in low:
         return ("out of memory: lower the context or the memory fraction in 02 (or enable the swap 01 asks for), "
@@ -354,14 +364,17 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
 
 
 def stop(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
-    """Stop the container sparkkit started (only while its id and label match); its log is kept."""
-    if not is_running(server):
+    """Stop (and, with `remove`, remove) the container sparkkit started — only while its id and label
+    match; its log is kept beside the other server logs."""
+    cid = server.get("container") or "-"
+    c = inspect(cid)
+    if not _ours(c, server):
         return False
-    cid = server["container"]
-    Path(server.get("log") or os.devnull).parent.mkdir(parents=True, exist_ok=True)
-    if server.get("log"):
-        Path(server["log"]).write_text(log_tail(cid, 500) + "\n", encoding="utf-8")
-    docker("stop", "-t", str(int(timeout)), cid, timeout=timeout + 60)
+    if c.get("State", {}).get("Running"):
+        if server.get("log"):
+            Path(server["log"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(server["log"]).write_text(log_tail(cid, 500) + "\n", encoding="utf-8")
+        docker("stop", "-t", str(int(timeout)), cid, timeout=timeout + 60)
     if remove:
         docker("rm", cid, timeout=120)
     return False
