@@ -17,6 +17,27 @@ def sh(*argv, env):
     return subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_the_design_cards_line_works_from_runbooks(tmp_path):
+    """`papermill 05-serve.ipynb out.ipynb -p engine llamacpp`, typed in runbooks/ as the design card has it."""
+    env = {**os.environ, "SPARKKIT_HOME": str(tmp_path / "home"), "SPARKKIT_RUNS": str(tmp_path / "runs")}
+    here = ROOT / "runbooks"
+    run = lambda *a: subprocess.run([str(x) for x in a], cwd=here, env=env, capture_output=True, text=True,  # noqa
+                                    timeout=300)
+    out = run(BIN / "papermill", "03-place-model.ipynb", "out-03.ipynb")
+    assert out.returncode == 0, out.stderr[-2000:]
+    try:
+        out = run(BIN / "papermill", "05-serve.ipynb", "out.ipynb", "-p", "engine", "llamacpp", "-p", "port",
+                  free_port())
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (here / "out.ipynb").is_file()
+        ignored = subprocess.run(["git", "check-ignore", "-q", "runbooks/out.ipynb"], cwd=ROOT)
+        assert ignored.returncode == 0                      # the owner's outputs never show up as changes
+    finally:
+        run(BIN / "sparkkit", "stop")
+        for f in ("out.ipynb", "out-03.ipynb"):
+            (here / f).unlink(missing_ok=True)
+
+
 def test_03_then_05_alone_from_the_command_line_then_sparkkit_stop(tmp_path):
     env = {**os.environ, "SPARKKIT_HOME": str(tmp_path / "home"), "SPARKKIT_RUNS": str(tmp_path / "runs")}
     # 05 on a fresh machine: nothing placed yet — one clear sentence, not a traceback from deep inside
