@@ -15,6 +15,28 @@ from pathlib import Path
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="sparkkit-test-home-"))
 
 
+def _owner_files() -> dict[str, bytes | None]:
+    """The real user's Claude Code settings: no test may write them (a GB10's 07 wires ~/.claude)."""
+    out = {}
+    for p in (Path.home() / ".claude" / "settings.json", Path.home() / ".claude.json"):
+        try:
+            out[str(p)] = p.read_bytes()
+        except OSError:
+            out[str(p)] = None
+    return out
+
+
+_OWNER_BEFORE = _owner_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = [p for p, b in _owner_files().items() if b != _OWNER_BEFORE.get(p) and p.endswith("settings.json")]
+    if changed:
+        session.config.get_terminal_writer().line(f"A test wrote the real user's {', '.join(changed)}: give that "
+                                                  "test a HOME of its own", red=True)
+        session.exitstatus = 1
+
+
 def pytest_configure(config):
     os.environ["SPARKKIT_HOME"] = str(_SESSION_HOME)
     os.environ["SPARKKIT_RUNS"] = str(_SESSION_HOME / "runs")

@@ -8,6 +8,7 @@ folders 03 must skip). llama.cpp's own path is tests/test_e2e.py and the rest of
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -50,7 +51,10 @@ class Box:
         state.mkdir()
         self.env = {**os.environ, "SPARKKIT_HOME": str(tmp / "home"), "SPARKKIT_RUNS": str(tmp / "runs"),
                     "PATH": f"{REPLAY / 'bin'}:{os.environ['PATH']}", "SPARKKIT_REPLAY_STATE": str(state),
-                    "HF_ENDPOINT": hub, "PYTHONPATH": str(ROOT / "src"), "SPARKKIT_HOST_SNAPSHOT": str(GB10)}
+                    "HF_ENDPOINT": hub, "PYTHONPATH": str(ROOT / "src"), "SPARKKIT_HOST_SNAPSHOT": str(GB10),
+                    # a GB10's 07 wires the user's own ~/.claude: here that is a home of the test's
+                    "HOME": str(tmp / "user-home")}
+        (tmp / "user-home").mkdir()
         if fault:
             self.env["SPARKKIT_REPLAY_FAULT"] = fault
         self.ollama = None
@@ -139,6 +143,8 @@ def test_all_seven_runbooks_with_a_replayed_engine_on_a_gb10(tmp_path, hub, engi
         assert out.returncode == 0, out.stderr[-3000:]
         out = box.papermill("07", "-p", "run_cli", "False")
         assert out.returncode == 0, out.stderr[-3000:]
+        env = json.loads((tmp_path / "user-home" / ".claude" / "settings.json").read_text())["env"]
+        assert env["ANTHROPIC_BASE_URL"] == server["base_url"] and env["ANTHROPIC_MODEL"] == server["launch"]["alias"]
     finally:
         box.close()
 
@@ -151,7 +157,7 @@ def gb10(tmp_path, hub, monkeypatch):
     state.mkdir()
     for k, v in {"SPARKKIT_HOME": str(tmp_path / "home"), "SPARKKIT_RUNS": str(tmp_path / "runs"),
                  "PATH": f"{REPLAY / 'bin'}:{os.environ['PATH']}", "SPARKKIT_REPLAY_STATE": str(state),
-                 "SPARKKIT_HOST_SNAPSHOT": str(GB10)}.items():
+                 "SPARKKIT_HOST_SNAPSHOT": str(GB10), "HOME": str(tmp_path / "user-home")}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("SPARKKIT_REPLAY_FAULT", raising=False)
     yield tmp_path
@@ -303,3 +309,53 @@ def test_engine_other_than_01s_is_refused_naming_the_command(gb10, hub):
         serve.run(engine="sglang")
     with pytest.raises(ParameterError, match="parameter `source`.*a generated stand-in is a GGUF: llama.cpp only"):
         download.run(source="generate")
+
+
+def test_an_engine_without_v1_messages_is_bridged_or_refused(tmp_path, hub, monkeypatch):
+    """06 finds no /v1/messages (an older SGLang image): a warning, not a failure; 07 puts the LiteLLM bridge
+    in front and wires Claude Code to it. With the bridge's port taken by someone else, 07 refuses, saying
+    why, and writes no settings."""
+    box = Box(tmp_path, "sglang", hub.endpoint, fault="no-messages")
+    box.env["SPARKKIT_BRIDGE_VENV"] = str(ROOT / ".sparkkit" / "bridge-venv")   # installed once per machine
+    try:
+        for n in ("01", "02"):
+            assert box.papermill(n).returncode == 0
+        assert box.papermill("03", "-p", "hf_endpoint", hub.endpoint).returncode == 0
+        for n in ("04", "05"):
+            out = box.papermill(n)
+            assert out.returncode == 0, out.stderr[-2000:]
+        out = box.papermill("06", "-p", "repeats", "1", "-p", "depths", "0", "-p", "pp_tokens", "64",
+                            "-p", "tg_tokens", "8")
+        assert out.returncode == 0, out.stderr[-2000:]
+        record = box.record("06-verify")
+        assert record["verdict"] == "warn" and "absent: Anthropic /v1/messages" in record["headline"]
+        assert box.state()["verify"]["messages"] is False
+        # someone else on the bridge's port: 07 refuses in one sentence, nothing written
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 4000))
+            squatter.listen()
+            out = box.papermill("07", "-p", "run_cli", "False")
+        assert out.returncode != 0 and "07 will not wire Claude Code to http://127.0.0.1:30000: it has no " \
+                                       "/v1/messages" in out.stderr
+        settings = box.tmp / "user-home" / ".claude" / "settings.json"      # scope auto on a GB10: the user's
+        assert not settings.exists()
+        out = box.papermill("07", "-p", "run_cli", "False")
+        assert out.returncode == 0, out.stderr[-3000:]
+        env = json.loads(settings.read_text())["env"]
+        bridge = json.loads(box.sparkkit("bridge", "status").stdout)
+        assert bridge["running"] and env["ANTHROPIC_BASE_URL"] == bridge["base_url"] != box.state()["server"]["base_url"]
+        r = httpx.post(f"{bridge['base_url']}/v1/messages", headers={"Authorization": f"Bearer {env['ANTHROPIC_AUTH_TOKEN']}"},
+                       json={"model": "claude-sonnet-4-5", "max_tokens": 64,
+                             "messages": [{"role": "user", "content": "Say hello."}]}, timeout=120)
+        assert r.status_code == 200 and r.json()["type"] == "message"     # Claude's API, over the engine's OpenAI one
+        assert "stopped the sparkkit bridge" in box.sparkkit("stop").stdout
+    finally:
+        box.close()
+
+
+def test_sglang_with_the_120b_says_the_swap_01_asks_for_again_at_launch(monkeypatch):
+    from sparkkit.engines import sglang
+    monkeypatch.setenv("SPARKKIT_HOST_SNAPSHOT", str(ROOT / "tests" / "snapshots" / "asus-gx10-dgxos-7.6.0"))
+    said = sglang.swap_warning("gpt-oss-120b")          # 32 GiB of swap; SGLang's 120B load wants 64
+    assert said.startswith("warning: swap 32.0 GiB") and "fallocate -l 33G" in said
+    assert sglang.swap_warning("gpt-oss-20b") == ""

@@ -51,7 +51,23 @@ def prepare(**params: Any) -> dict[str, Any]:
 
 
 def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
-    return container.launch(sys.modules[__name__], serving, model, host, port, key_file)
+    swap = swap_warning(model["model"])
+    if swap:
+        print(swap, flush=True)
+    started = container.launch(sys.modules[__name__], serving, model, host, port, key_file)
+    if swap:
+        started.notes.append(swap)
+    return started
+
+
+def swap_warning(model: str) -> str:
+    """The swap 01 asks for when SGLang loads gpt-oss-120b (LMSYS; sglang#37931: 64 GB cured the load OOM),
+    said again at launch when this box still lacks it."""
+    from .. import host
+    check = host._swap(host.gather(host.this_host()), host.need_for(model, "sglang"))
+    if check.status != "warn":
+        return ""
+    return f"warning: swap {check.value} — the load may run out of memory; 01's fix: {check.fix}"
 
 
 def is_running(server: dict[str, Any]) -> bool:
