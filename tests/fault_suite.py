@@ -52,6 +52,21 @@ FAULTS = {
     "test_host.py::test_disk_counts_what_03_already_holds_finished_or_partial": ("fault", "01: after a cut download"),
     "test_plan.py::test_a_kv_type_llama_cpp_refuses_for_the_head_size_is_refused_by_the_plan":
         ("bad input", "02: a KV type llama.cpp refuses"),
+    "test_bridge.py::test_bad_inputs_are_one_sentence_and_leave_the_running_bridge_alone":
+        ("bad input", "07: bridge port taken, engine dead"),
+    "test_bridge.py::test_stop_never_signals_a_process_sparkkit_did_not_start": ("fault", "bridge: a stranger's pid"),
+    "test_engines.py::test_docker_missing_pieces_are_one_sentence_with_the_fix":
+        ("bad input", "04: Docker missing, stopped, no GPU runtime"),
+    "test_engines.py::test_a_container_that_exits_is_diagnosed_from_its_log": ("fault", "05: a container exits"),
+    "test_engines.py::test_the_same_launch_is_kept_a_new_one_replaces_and_stop_stops_only_ours":
+        ("fault", "stop: a stranger's container"),
+    "test_engines.py::test_a_failed_replacement_on_the_same_port_starts_the_old_container_again":
+        ("fault", "05: a container replacement fails"),
+    "test_engines.py::test_ollama_without_the_service_or_the_cli_and_a_context_it_ignores":
+        ("bad input", "04/05: Ollama missing, down, context ignored"),
+    "test_engines.py::test_engine_other_than_01s_is_refused_naming_the_command": ("bad input", "05: another engine"),
+    "test_engines.py::test_an_engine_without_v1_messages_is_bridged_or_refused":
+        ("bad input", "07: no /v1/messages, bridge blocked"),
 }
 
 

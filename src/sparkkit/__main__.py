@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in params.values():
         r.add_argument("--" + p.name.replace("_", "-"), dest=p.name, default=None, metavar=p.type.upper(),
                        help=f"{p.help} (default: {p.default!r}; runbooks/{p.runbook}.ipynb)".replace("%", "%%"))
-    sub.add_parser("stop", help="stop the server sparkkit started (never any other process)")
+    sub.add_parser("stop", help="stop the server sparkkit started, and its LiteLLM bridge if 07 started one "
+                                "(never any other process or container)")
+    br = sub.add_parser("bridge", help="the LiteLLM bridge 07 puts in front of an engine without /v1/messages")
+    br.add_argument("action", choices=["status", "stop"])
     sub.add_parser("status", help="is the sparkkit server running?")
     sub.add_parser("install-cli", help="install the pinned Claude Code CLI")
     uw = sub.add_parser("unwire", help="undo sparkkit's wiring of Claude Code: the settings file as it was before "
@@ -59,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "stop":
         from .serve import stop
         print(stop()["message"])
+        from . import bridge
+        if bridge.status().get("running"):
+            print(bridge.stop()["message"])
+        return 0
+    if a.cmd == "bridge":
+        from . import bridge
+        print(json.dumps(bridge.status(), indent=2) if a.action == "status" else bridge.stop()["message"])
         return 0
     if a.cmd == "status":
         from .serve import status

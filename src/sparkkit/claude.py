@@ -227,14 +227,19 @@ class Wiring:
     cli_version: str | None
     run: CliRun | None
     prompt: str
+    bridge: dict[str, Any] | None = None     # the LiteLLM bridge 07 put in front (an engine without /v1/messages)
+    notes: list[str] = field(default_factory=list)
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
         results = {"settings": str(self.settings.path), "backup": str(self.settings.backup or ""),
                    "added": self.settings.added, "changed": self.settings.changed, "kept": self.settings.kept,
                    "env": self.env, "cli_version": self.cli_version, "prompt": self.prompt,
-                   "cli": self.run.to_dict() if self.run else None}
+                   "cli": self.run.to_dict() if self.run else None, "notes": self.notes,
+                   "bridge": {k: v for k, v in (self.bridge or {}).items() if k in ("pid", "base_url", "log", "litellm",
+                                                                                  "aliases")} or None}
         if self.run is None:
-            return "warn", f"settings written to {self.settings.path}; CLI not run (run_cli=False)", results
+            return "warn", (f"settings written to {self.settings.path}; CLI not run (run_cli=False)"
+                            + (f"; {self.notes[0]}" if self.notes else "")), results
         used = [t["name"] for t in self.run.tool_uses]
         tool_ok = bool(used) and self.run.tool_results and not any(r["is_error"] for r in self.run.tool_results)
         verdict = "pass" if self.run.ok and tool_ok else "fail"
@@ -242,6 +247,8 @@ class Wiring:
                     f"tools used: {', '.join(used) or 'none'} — reply: {self.run.result[:80]!r}")
         if verdict == "fail":
             headline += f" (exit {self.run.exit_code}; stderr: {self.run.stderr_tail[-300:]!r})"
+        if self.bridge:
+            headline += f" — through the LiteLLM bridge at {self.bridge['base_url']}"
         return verdict, headline, results
 
     def env_table(self):
@@ -264,23 +271,71 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
     from .errors import check_choice
     from .serve import chosen_engine, connection
 
-    chosen_engine(engine, "07-wire-claude")
+    engine = chosen_engine(engine, "07-wire-claude")
     check_choice("scope", scope, SCOPES)
     base_url, key, launch = connection()
     if run_cli:
         check_context(launch)
     if scope == "auto":
         scope = "sandbox" if records.load_state().get("host", {}).get("target") != "gb10" else "user"
+    bridged = None
+    if not has_messages(base_url, key):
+        bridged = bridge_for(base_url, launch["alias"], key)
+        base_url, key = bridged["base_url"], None          # on loopback the bridge takes LOCAL_TOKEN
     env = settings_env(base_url, launch["alias"], launch["context"], key)
     written = write_settings(settings_path(scope), env)
     probe = records.probe_file()
     prompt = prompt or f"Use the Read tool to read {probe} and tell me in one sentence what it says."
+    notes = _engine_notes(engine)
+    if bridged:
+        notes.insert(0, f"the engine has no /v1/messages: Claude Code goes through the LiteLLM bridge at "
+                        f"{bridged['base_url']} (pid {bridged['pid']}; `sparkkit bridge stop` stops it)")
     if not run_cli:
-        return Wiring(written, env, None, None, None, prompt)
+        return Wiring(written, env, None, None, None, prompt, bridged, notes)
     cli = ensure_cli(claude_bin)
     home = sandbox_home() if scope == "sandbox" else Path.home()
     result = ask(cli, prompt, home, probe.parent, timeout)
-    return Wiring(written, env, cli, cli_version(cli), result, prompt)
+    return Wiring(written, env, cli, cli_version(cli), result, prompt, bridged, notes)
+
+
+def has_messages(base_url: str, key: str | None) -> bool:
+    """Does the server answer Claude Code's API? 06's finding for this server when it has one, else asked now."""
+    found = records.load_state().get("verify") or {}
+    if found.get("base_url", "").rstrip("/") == base_url.rstrip("/") and "messages" in found:
+        return bool(found["messages"])
+    from .verify import Absent, anthropic_messages, client, served_model
+    with client(base_url, key, timeout=120.0) as c:
+        try:
+            anthropic_messages(c, served_model(c))
+        except Absent:
+            return False
+        except Exception:          # present but failing: 06 says why; 07's CLI turn will show it too
+            return True
+    return True
+
+
+def bridge_for(base_url: str, served: str, key: str | None) -> dict[str, Any]:
+    """The LiteLLM bridge in front of an engine without /v1/messages; 07 refuses, saying why, if it cannot run."""
+    from . import bridge
+    engine_key_file = None
+    if key:                               # the engine's own key, for the bridge to send it (0600, never argv)
+        engine_key_file = records.home() / "bridge" / "engine-key"
+        engine_key_file.parent.mkdir(parents=True, exist_ok=True)
+        records.write_atomic(engine_key_file, key.encode(), mode=0o600)
+    try:
+        return bridge.start(base_url, served, engine_key_file=str(engine_key_file) if engine_key_file else None)
+    except SparkkitError as e:
+        raise SparkkitError(f"07 will not wire Claude Code to {base_url}: it has no /v1/messages (Claude Code's API) "
+                            f"and the LiteLLM bridge could not start — {str(e).splitlines()[0]}") from None
+
+
+def _engine_notes(engine: str) -> list[str]:
+    """What else the engine offers the owner for Claude Code."""
+    state = records.load_state().get("engine") or {}
+    if engine == "ollama" and state.get("launch_claude"):
+        return ["this Ollama also has `ollama launch claude`: the same wiring for one process, no files "
+                "(sparkkit's own is `sparkkit claude`)"]
+    return []
 
 
 def check_context(launch: dict[str, Any]) -> None:

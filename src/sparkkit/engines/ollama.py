@@ -130,7 +130,8 @@ def prepare(**_: Any) -> Ready:
                         "puts the LiteLLM bridge in front")
     ready = Ready("ollama", cli, cli_version, version, base_url(), messages, bool(v) and v >= LAUNCH_SINCE, warnings,
                   runtime={"kind": "service", "base_url": base_url(), "version": version})
-    records.update_state("engine", {"engine": "ollama", "runtime": ready.runtime, "messages": messages})
+    records.update_state("engine", {"engine": "ollama", "runtime": ready.runtime, "messages": messages,
+                                    "launch_claude": ready.launch_claude})
     return ready
 
 
