@@ -102,6 +102,10 @@ class Box:
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     make_repo(root)
+    from sparkkit import download
+    from sparkkit.tinymodel import split_gguf
+    whole = download.place_embedded(tmp_path_factory.mktemp("gen")).path   # the GGUF repo's shards, tiny
+    split_gguf(whole, root / "ggml-org" / "gpt-oss-120b-GGUF", "gpt-oss-120b-mxfp4", 3)
     with HubServer(root) as server:
         yield server
 
@@ -359,3 +363,22 @@ def test_sglang_with_the_120b_says_the_swap_01_asks_for_again_at_launch(monkeypa
     said = sglang.swap_warning("gpt-oss-120b")          # 32 GiB of swap; SGLang's 120B load wants 64
     assert said.startswith("warning: swap 32.0 GiB") and "fallocate -l 33G" in said
     assert sglang.swap_warning("gpt-oss-20b") == ""
+
+
+def test_llamacpp_on_a_gb10_without_cuda_builds_first(tmp_path, hub):
+    """The llama.cpp path on a GB10 snapshot, as far as a box without CUDA goes: 01-03 as on the Spark (the three
+    GGUF shards, verified), 04 renders the sm_121a build it would run (-p build no), 05 says build first."""
+    box = Box(tmp_path, "llamacpp", hub.endpoint)
+    try:
+        for n in ("01", "02"):
+            assert box.papermill(n).returncode == 0
+        assert box.papermill("03", "-p", "hf_endpoint", hub.endpoint).returncode == 0
+        assert Path(box.state()["model"]["path"]).name == "gpt-oss-120b-mxfp4-00001-of-00003.gguf"
+        out = box.papermill("04", "-p", "build", "no")
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "121a-real" in " ".join(box.state()["engine"]["build_commands"])
+        out = box.papermill("05")
+        assert out.returncode != 0 and "llama-server is not built yet: run 04-engine with -p build yes" in out.stderr
+        assert box.record("05-serve")["verdict"] == "fail"
+    finally:
+        box.close()
