@@ -86,8 +86,9 @@ def pinned_ref(image: dict[str, Any]) -> str:
     return f"{repo}@{image['digest']}" if image.get("digest") else image["ref"]
 
 
-def image_present(ref: str) -> dict[str, Any] | None:
-    done = docker("image", "inspect", ref, timeout=60)
+def _inspected(*args: str) -> dict[str, Any] | None:
+    """The first object `docker <args>` prints as a JSON list, or None (no such image/container)."""
+    done = docker(*args, timeout=60)
     if done.returncode != 0:
         return None
     try:
@@ -95,6 +96,10 @@ def image_present(ref: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return found[0] if found else None
+
+
+def image_present(ref: str) -> dict[str, Any] | None:
+    return _inspected("image", "inspect", ref)
 
 
 def pull(image: dict[str, Any], out=print) -> dict[str, Any]:
@@ -205,14 +210,7 @@ def container_name(engine: str, port: int, digest: str) -> str:
 
 
 def inspect(ref: str) -> dict[str, Any] | None:
-    done = docker("inspect", ref, timeout=60)
-    if done.returncode != 0:
-        return None
-    try:
-        found = json.loads(done.stdout)
-    except ValueError:
-        return None
-    return found[0] if found else None
+    return _inspected("inspect", ref)
 
 
 def _ours(c: dict[str, Any] | None, server: dict[str, Any]) -> bool:
@@ -392,3 +390,23 @@ def check_key_env(key_file: str | None) -> None:
 
 
 __all__ = ["check_docker", "prepare", "launch", "stop", "is_running", "command", "diagnose", "SparkkitError"]
+
+
+def protocol(eng: ModuleType) -> tuple:
+    """The engine protocol's functions for a container engine module (place, prepare, launch, is_running,
+    stop, command): SGLang and vLLM differ only in their SPEC, IMAGE, MEM_FRACTION and engine_args."""
+    from . import _safetensors
+
+    def place(model: str, model_dir: str, hf_endpoint: str = "", revision: str = "main", **kw: Any):
+        return _safetensors.place(eng.SPEC.name, model, model_dir, hf_endpoint, revision, **kw)
+
+    def prepare_(**params: Any) -> Ready:
+        return prepare(eng, params.get("pull", True))
+
+    def launch_(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
+        return launch(eng, serving, model, host, port, key_file)
+
+    def command_(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
+        return command(eng, serving, model, host, port)
+
+    return place, prepare_, launch_, is_running, stop, command_

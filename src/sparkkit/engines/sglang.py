@@ -6,7 +6,6 @@ import sys
 from typing import Any
 
 from . import EngineSpec, container
-from . import _safetensors
 
 SPEC = EngineSpec(
     name="sglang", label="SGLang", runs_as="container", weights="safetensors",
@@ -42,19 +41,15 @@ def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = Fa
     return base
 
 
-def place(model: str, model_dir: str, hf_endpoint: str = "", revision: str = "main", **kw: Any):
-    return _safetensors.place("sglang", model, model_dir, hf_endpoint, revision, **kw)
-
-
-def prepare(**params: Any) -> dict[str, Any]:
-    return container.prepare(sys.modules[__name__], params.get("pull", True))
+# The engine protocol (sparkkit.engines): the container half, with SGLang's swap warning at launch.
+place, prepare, _launch, is_running, stop, command = container.protocol(sys.modules[__name__])
 
 
 def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
     swap = swap_warning(model["model"])
     if swap:
         print(swap, flush=True)
-    started = container.launch(sys.modules[__name__], serving, model, host, port, key_file)
+    started = _launch(serving, model, host, port, key_file)
     if swap:
         started.notes.append(swap)
     return started
@@ -68,15 +63,3 @@ def swap_warning(model: str) -> str:
     if check.status != "warn":
         return ""
     return f"warning: swap {check.value} — the load may run out of memory; 01's fix: {check.fix}"
-
-
-def is_running(server: dict[str, Any]) -> bool:
-    return container.is_running(server)
-
-
-def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
-    return container.stop(server, timeout)
-
-
-def command(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
-    return container.command(sys.modules[__name__], serving, model, host, port)

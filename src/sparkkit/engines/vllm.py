@@ -6,7 +6,6 @@ import sys
 from typing import Any
 
 from . import EngineSpec, container
-from . import _safetensors
 
 SPEC = EngineSpec(
     name="vllm", label="vLLM", runs_as="container", weights="safetensors",
@@ -43,25 +42,5 @@ def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = Fa
     return flags
 
 
-def place(model: str, model_dir: str, hf_endpoint: str = "", revision: str = "main", **kw: Any):
-    return _safetensors.place("vllm", model, model_dir, hf_endpoint, revision, **kw)
-
-
-def prepare(**params: Any) -> dict[str, Any]:
-    return container.prepare(sys.modules[__name__], params.get("pull", True))
-
-
-def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None):
-    return container.launch(sys.modules[__name__], serving, model, host, port, key_file)
-
-
-def is_running(server: dict[str, Any]) -> bool:
-    return container.is_running(server)
-
-
-def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
-    return container.stop(server, timeout)
-
-
-def command(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
-    return container.command(sys.modules[__name__], serving, model, host, port)
+# The engine protocol (sparkkit.engines): the container half.
+place, prepare, launch, is_running, stop, command = container.protocol(sys.modules[__name__])
