@@ -88,3 +88,10 @@ def test_the_launcher_wires_one_process_and_touches_no_settings_file(server, tmp
         [n for n in before if n.startswith("settings")] == []                          # nothing written there
     assert not list((home / "claude-launcher").glob("*.json"))                          # its 0600 file is gone
     assert not claude.settings_path("sandbox").is_relative_to(owner)
+
+
+def test_count_tokens_answers_so_claude_codes_context_shows_the_servers_count(server):
+    started, _launch, _home = server
+    with verify.client(started.base_url) as c:
+        ok, detail = verify.count_tokens(c, verify.served_model(c))
+    assert ok and "input_tokens=" in detail
