@@ -234,6 +234,16 @@ def healthy(base_url: str, path: str = "/health", timeout: float = 5.0) -> bool:
         return False
 
 
+def answers(base_url: str, timeout: float = 5.0) -> bool:
+    """Does anything answer HTTP at `base_url` (any status)? For a URL whose engine is not known here — a
+    settings file may point at llama.cpp, Ollama, a container or the LiteLLM bridge, each with its own health path."""
+    try:
+        httpx.get(f"{base_url.rstrip('/')}/", timeout=timeout)
+        return True
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 def _launch_proc(argv: list[str], launch: Launch, runtime: dict[str, Any]) -> tuple[subprocess.Popen, dict, Path]:
     """Start `argv` detached with a log of its own (a replaced server's log is never overwritten)."""
     log = records.home() / "server" / f"server-{launch.port}-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -113,7 +113,7 @@ def unwire(scope: str = "user") -> str:
 def wired() -> list[dict[str, Any]]:
     """Where Claude Code points at each scope: the URL, the model, whether sparkkit wired it and whether
     the server answers."""
-    from .serve import healthy
+    from .serve import answers
     rows = []
     for scope in SCOPES:
         link = settings_for(scope)
@@ -124,10 +124,10 @@ def wired() -> list[dict[str, Any]]:
         except (OSError, ValueError):
             pass
         url = env.get("ANTHROPIC_BASE_URL", "")
-        answers = ("yes" if healthy(url, timeout=2.0) else "no") if url else ""
+        answering = ("yes" if answers(url, timeout=2.0) else "no") if url else ""
         rows.append({"scope": scope, "settings": str(link),
                      "points at": url or "Anthropic's cloud (no ANTHROPIC_BASE_URL)",
                      "model": env.get("ANTHROPIC_MODEL", ""), "wired by sparkkit":
                          "yes" if _record_path(Path(os.path.realpath(link))).exists() else "no",
-                     "server answers": answers})
+                     "server answers": answering})
     return rows
