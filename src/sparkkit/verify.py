@@ -142,12 +142,13 @@ def _anthropic_error(r: httpx.Response) -> bool:
 
 
 def anthropic_messages(c: httpx.Client, model: str) -> tuple[bool, str]:
-    # Claude Code sends a claude-* model name; the server answers with whatever it serves.
     r = c.post("/v1/messages", json={"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
     if r.status_code in (404, 405) and not _anthropic_error(r):   # the route itself is missing
         raise Absent(f"no /v1/messages here (HTTP {r.status_code} {r.text[:80]!r}): this engine version has no "
                      "Anthropic API — 07 puts the LiteLLM bridge in front")
-    d = _post(c, "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 256, "system": "Be brief.",
+    # The served name, as Claude Code sends it (07 sets ANTHROPIC_MODEL and the DEFAULT_*_MODEL names to it):
+    # vLLM answers 404 for a name it does not serve (llama.cpp takes any).
+    d = _post(c, "/v1/messages", {"model": model, "max_tokens": 256, "system": "Be brief.",
                                   "messages": [{"role": "user", "content": "Say hello."}]})
     texts = [b.get("text", "") for b in d.get("content", []) if b.get("type") == "text"]
     kinds = [b.get("type") for b in d.get("content", [])]
