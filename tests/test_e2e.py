@@ -95,3 +95,70 @@ def test_count_tokens_answers_so_claude_codes_context_shows_the_servers_count(se
     with verify.client(started.base_url) as c:
         ok, detail = verify.count_tokens(c, verify.served_model(c))
     assert ok and "input_tokens=" in detail
+
+
+class _Cloud:
+    """Anthropic's cloud as the owner's other sessions reach it: records each request, answers 401 (so the
+    CLI stops at once instead of retrying), never a model."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        seen = self.paths = []
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _answer(self):
+                seen.append(self.path)
+                n = int(self.headers.get("content-length") or 0)
+                self.rfile.read(n)
+                body = json.dumps({"type": "error", "error": {"type": "authentication_error",
+                                                              "message": "invalid x-api-key"}}).encode()
+                self.send_response(401)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _answer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def _prompt_tokens(base_url):
+    import httpx
+    text = httpx.get(f"{base_url}/metrics").text
+    return float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith("llamacpp:prompt_tokens_total")))
+
+
+def test_project_scope_sends_only_that_projects_sessions_to_the_local_server(server, tmp_path, monkeypatch):
+    from sparkkit import wiring
+    started, _launch, _home = server
+    user_home, project, elsewhere = tmp_path / "home", tmp_path / "project", tmp_path / "elsewhere"
+    for d in (user_home, project, elsewhere):
+        d.mkdir()
+    monkeypatch.setenv("HOME", str(user_home))
+    cloud = _Cloud()
+    user_settings = user_home / ".claude" / "settings.json"      # the owner's own: another endpoint, a key
+    user_settings.parent.mkdir()
+    user_settings.write_text(json.dumps({"env": {"ANTHROPIC_BASE_URL": cloud.url, "ANTHROPIC_API_KEY": "sk-owner"},
+                                         "theme": "dark"}, indent=1))
+    before_user = user_settings.read_bytes()
+    wiring_ = claude.run(scope="project", project_dir=str(project))
+    assert wiring_.settings.path == project / ".claude" / "settings.local.json"
+    assert wiring_.run.exit_code == 0 and [t["name"] for t in wiring_.run.tool_uses] == ["Read"]
+    assert user_settings.read_bytes() == before_user and not cloud.paths      # the project's session went local
+    local_before = _prompt_tokens(started.base_url)
+    other = claude.ask(claude.ensure_cli(), "Say hi.", user_home, elsewhere, timeout=300)
+    assert any(p.startswith("/v1/messages") for p in cloud.paths)                  # elsewhere: the owner's endpoint
+    assert _prompt_tokens(started.base_url) == local_before and other.exit_code != 0
+    rows = {r["scope"]: r for r in wiring.wired()}
+    assert rows[f"project {project}"]["points at"] == started.base_url
+    assert rows["user"]["points at"] == cloud.url and rows["user"]["wired by sparkkit"] == "no"
+    assert "removed" in wiring.unwire("project", str(project))                     # none was there before
+    assert not (project / ".claude" / "settings.local.json").exists() and user_settings.read_bytes() == before_user
+    cloud.httpd.shutdown()

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("install-cli", help="install the pinned Claude Code CLI")
     uw = sub.add_parser("unwire", help="undo sparkkit's wiring of Claude Code: the settings file as it was before "
                                        "(byte for byte), or without sparkkit's keys if edited since")
-    uw.add_argument("scope", nargs="?", default="user", choices=["user", "sandbox"])
+    uw.add_argument("scope", nargs="?", default="user", choices=["user", "project", "sandbox"])
+    uw.add_argument("project_dir", nargs="?", default="", metavar="DIR", help="with scope project: the project")
     sub.add_parser("wired", help="where Claude Code points now, at each scope, and whether that server answers")
     # listed for --help; main() hands everything after "claude" to the CLI before argparse sees it
     cl = sub.add_parser("claude", help="run Claude Code against the local server for this process only "
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from .errors import SparkkitError
         from .wiring import unwire
         try:
-            print(unwire(a.scope))
+            print(unwire(a.scope, a.project_dir))
         except SparkkitError as e:
             print(f"sparkkit unwire: {e}", file=sys.stderr)
             return 2

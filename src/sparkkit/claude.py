@@ -120,9 +120,23 @@ def sandbox_home() -> Path:
     return records.home() / "claude-home"
 
 
-def settings_path(scope: str) -> Path:
+def settings_path(scope: str, project_dir: str = "") -> Path:
+    """user: ~/.claude/settings.json (every session of this user); project: <dir>/.claude/settings.local.json
+    (sessions started in that project only; Claude Code's personal, git-ignored file, which outranks the
+    user's); sandbox: a home of sparkkit's own (the embedded default)."""
+    if scope == "project":
+        return project_root(project_dir) / ".claude" / "settings.local.json"
     home = sandbox_home() if scope == "sandbox" else Path.home()
     return home / ".claude" / "settings.json"
+
+
+def project_root(project_dir: str) -> Path:
+    from .errors import ParameterError
+    p = Path(project_dir).expanduser() if project_dir else None
+    if p is None or not p.is_dir():
+        raise ParameterError("project_dir", project_dir, "an existing directory: the project whose Claude Code "
+                                                         "sessions should use the local model (scope project)")
+    return p.resolve()
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -180,7 +194,8 @@ class CliRun:
         return asdict(self)
 
 
-def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0) -> CliRun:
+def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0,
+        add_dirs: tuple[Path, ...] = ()) -> CliRun:
     """Run `claude -p PROMPT` with its settings from `home`; parse the stream-json transcript."""
     # A clean environment: the settings file alone must be enough (and the caller's own
     # ANTHROPIC_* variables must not leak into the proof).
@@ -188,7 +203,8 @@ def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0) -
            "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1"}
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([str(cli), "-p", prompt, "--output-format", "stream-json", "--verbose"],
+        extra = [a for d in add_dirs for a in ("--add-dir", str(d))]
+        proc = subprocess.run([str(cli), "-p", prompt, "--output-format", "stream-json", "--verbose", *extra],
                               cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
@@ -216,7 +232,7 @@ def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0) -
     return run
 
 
-SCOPES = ("auto", "sandbox", "user")
+SCOPES = ("auto", "sandbox", "user", "project")
 
 
 @dataclass
@@ -266,13 +282,21 @@ class Wiring:
 
 
 def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin: str = "",
-        timeout: float = 600.0, engine: str = "") -> Wiring:
+        timeout: float = 600.0, engine: str = "", project_dir: str = "") -> Wiring:
     """Runbook 07: write the settings, then ask the real CLI to do a tool-use turn."""
-    from .errors import check_choice
+    from .errors import ParameterError, check_choice
     from .serve import chosen_engine, connection
 
     engine = chosen_engine(engine, "07-wire-claude")
     check_choice("scope", scope, SCOPES)
+    if scope == "project":
+        project_root(project_dir)             # before anything is started or written
+    elif project_dir:
+        scope = "project" if scope == "auto" else scope
+        if scope != "project":
+            raise ParameterError("project_dir", project_dir, f"empty with scope {scope} (a project directory goes "
+                                                             "with scope project)")
+        project_root(project_dir)
     base_url, key, launch = connection()
     if run_cli:
         check_context(launch)
@@ -283,7 +307,7 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
         bridged = bridge_for(base_url, launch["alias"], key)
         base_url, key = bridged["base_url"], None          # on loopback the bridge takes LOCAL_TOKEN
     env = settings_env(base_url, launch["alias"], launch["context"], key)
-    written = write_settings(settings_path(scope), env)
+    written = write_settings(settings_path(scope, project_dir), env)
     probe = records.probe_file()
     prompt = prompt or f"Use the Read tool to read {probe} and tell me in one sentence what it says."
     notes = _engine_notes(engine)
@@ -294,7 +318,10 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
         return Wiring(written, env, None, None, None, prompt, bridged, notes)
     cli = ensure_cli(claude_bin)
     home = sandbox_home() if scope == "sandbox" else Path.home()
-    result = ask(cli, prompt, home, probe.parent, timeout)
+    if scope == "project":    # a session started in the project, as the owner's would be; the probe read from outside
+        result = ask(cli, prompt, home, project_root(project_dir), timeout, add_dirs=(probe.parent,))
+    else:
+        result = ask(cli, prompt, home, probe.parent, timeout)
     return Wiring(written, env, cli, cli_version(cli), result, prompt, bridged, notes)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from . import records
 from .errors import SparkkitError
 
-SCOPES = ("user", "sandbox")
+SCOPES = ("user", "project", "sandbox")
 
 
 def _records_dir() -> Path:
@@ -61,16 +61,30 @@ def remember(real: Path, before: bytes | None, mode_before: int | None, old_env:
     records._write_json(path, rec, mode=0o600)
 
 
-def settings_for(scope: str) -> Path:
+def settings_for(scope: str, project_dir: str = "") -> Path:
     from .claude import settings_path
     from .errors import check_choice
     check_choice("scope", scope, SCOPES)
-    return settings_path(scope)
+    return settings_path(scope, project_dir)
 
 
-def unwire(scope: str = "user") -> str:
-    """Undo sparkkit's wiring of Claude Code at `scope`; one sentence saying what was done."""
-    link = settings_for(scope)
+def wired_projects() -> list[Path]:
+    """The project settings files sparkkit wired (from its records), whether or not they still exist."""
+    found = []
+    for rec in sorted(_records_dir().glob("*.json")):
+        try:
+            path = json.loads(rec.read_text(encoding="utf-8")).get("path", "")
+        except (OSError, ValueError):
+            continue
+        if path.endswith(os.path.join(".claude", "settings.local.json")):
+            found.append(Path(path))
+    return found
+
+
+def unwire(scope: str = "user", project_dir: str = "") -> str:
+    """Undo sparkkit's wiring of Claude Code at `scope` (project: of `project_dir`); one sentence saying
+    what was done."""
+    link = settings_for(scope, project_dir)
     real = Path(os.path.realpath(link))
     path = _record_path(real)
     try:
@@ -115,8 +129,9 @@ def wired() -> list[dict[str, Any]]:
     the server answers."""
     from .serve import answers
     rows = []
-    for scope in SCOPES:
-        link = settings_for(scope)
+    places = [(scope, settings_for(scope)) for scope in SCOPES if scope != "project"]
+    places[1:1] = [("project " + str(p.parent.parent), p) for p in wired_projects()]
+    for scope, link in places:
         env: dict[str, Any] = {}
         try:
             data = json.loads(link.read_text(encoding="utf-8"))
