@@ -383,6 +383,8 @@ def launch(args: list[str], cli: str = "") -> int:
     process environment; no settings file of the owner's is read for them or written."""
     from .serve import connection
     base_url, key, launch_ = connection()
+    if not has_messages(base_url, key):          # an engine without Claude Code's API: through the bridge
+        base_url, key = bridge_for(base_url, launch_["alias"], key)["base_url"], None
     check_context(launch_)
     env_block = settings_env(base_url, launch_["alias"], launch_["context"], key)
     exe = ensure_cli(cli)
