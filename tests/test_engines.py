@@ -145,8 +145,12 @@ def test_all_seven_runbooks_with_a_replayed_engine_on_a_gb10(tmp_path, hub, engi
         out = box.papermill("06", "-p", "repeats", "1", "-p", "depths", "[0]", "-p", "pp_tokens", "64",
                             "-p", "tg_tokens", "8")
         assert out.returncode == 0, out.stderr[-3000:]
-        out = box.papermill("07", "-p", "run_cli", "False")
+        # the real Claude Code CLI through the replayed vLLM's /v1/messages (a scripted Read, as the tiny model's)
+        out = box.papermill("07", "-p", "run_cli", str(engine == "vllm"))
         assert out.returncode == 0, out.stderr[-3000:]
+        if engine == "vllm":
+            cli = box.record("07-wire-claude")["results"]["cli"]
+            assert cli["exit_code"] == 0 and [t["name"] for t in cli["tool_uses"]] == ["Read"], cli
         env = json.loads((tmp_path / "user-home" / ".claude" / "settings.json").read_text())["env"]
         assert env["ANTHROPIC_BASE_URL"] == server["base_url"] and env["ANTHROPIC_MODEL"] == server["launch"]["alias"]
     finally:

@@ -78,17 +78,21 @@ def scripted_call(tools, messages, api):
     else (a tool result, no tools) gets the recorded text reply."""
     import re
     names = [(t.get("function") or {}).get("name") or t.get("name") for t in tools]
-    if "Read" not in names or not messages or messages[-1].get("role") != "user":
+    # Claude Code 2.1.332 ends its messages with a system message (research/captures/run1.json): the turn is
+    # the last message that is not one
+    turn = next((m for m in reversed(messages) if m.get("role") != "system"), None)
+    if "Read" not in names or not turn or turn.get("role") != "user":
         return None
-    content = messages[-1].get("content")
+    content = turn.get("content")
     if isinstance(content, list):
         if any(b.get("type") == "tool_result" for b in content if isinstance(b, dict)):
             return None
         content = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
-    m = re.search(r"(/[\w.\-/]+)", content or "")
-    if not m:
+    # the last absolute path of the turn: the prompt comes after Claude Code's reminders (which hold URLs)
+    paths = re.findall(r"(?<![\w/:])(/[\w.\-]+(?:/[\w.\-]+)+)", content or "")
+    if not paths:
         return None
-    return {"name": "Read", "arguments": json.dumps({"file_path": m.group(1).rstrip(".,")})}
+    return {"name": "Read", "arguments": json.dumps({"file_path": paths[-1].rstrip(".,")})}
 
 
 def norm_model(name: str) -> str:
