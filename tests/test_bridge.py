@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from claude_turn import read_turn
 from sparkkit import bridge, claude, records, serve
 from sparkkit.download import place_embedded
 from sparkkit.engines.launch import Launch
@@ -151,15 +152,7 @@ def test_claude_code_reads_a_file_through_the_bridge(stack):
     log = Path(stack.bridge["log"])
     served_before = len(log.read_text().split('"POST /v1/messages'))
     before = len(stack.gate.seen)
-    cli = claude.ensure_cli()
-    assert claude.cli_version(cli) == claude.PINNED_CLI
-    run = claude.ask(cli, f"Use the Read tool to read {probe} and tell me what it says.", claude.sandbox_home(),
-                     probe.parent)
-    assert run.exit_code == 0, run.stderr_tail
-    assert run.tool_uses == [{"name": "Read", "input": {"file_path": str(probe)}}]
-    assert len(run.tool_results) == 1 and not run.tool_results[0]["is_error"]
-    assert records.PROBE_TEXT.strip() in run.tool_results[0]["content"]
-    assert run.result == REPLY_TEXT and run.turns == 2
+    read_turn(REPLY_TEXT, probe)
     # both turns went through LiteLLM (its log) and reached the engine as chat completions (the gate)
     assert len(log.read_text().split('"POST /v1/messages')) - served_before >= 2
     assert stack.gate.seen[before:].count(("POST", "/v1/chat/completions")) >= 2

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from claude_turn import read_turn
 from sparkkit import bench, claude, records, serve, verify
 from sparkkit.download import place_embedded
 from sparkkit.engines.launch import Launch
@@ -51,15 +52,7 @@ def test_claude_code_reads_a_file_through_the_server(server):
     written = claude.write_settings(claude.settings_path("sandbox"),
                                     claude.settings_env(started.base_url, launch.alias, launch.context))
     assert written.path.is_relative_to(home)          # never the user's ~/.claude
-    cli = claude.ensure_cli()
-    assert claude.cli_version(cli) == claude.PINNED_CLI
-    run = claude.ask(cli, f"Use the Read tool to read {probe} and tell me what it says.", claude.sandbox_home(),
-                     probe.parent)
-    assert run.exit_code == 0, run.stderr_tail
-    assert run.tool_uses == [{"name": "Read", "input": {"file_path": str(probe)}}]
-    assert len(run.tool_results) == 1 and not run.tool_results[0]["is_error"]
-    assert records.PROBE_TEXT.strip() in run.tool_results[0]["content"]
-    assert run.result == REPLY_TEXT and run.turns == 2
+    read_turn(REPLY_TEXT, probe)
 
 
 def test_the_launcher_wires_one_process_and_touches_no_settings_file(server, tmp_path):

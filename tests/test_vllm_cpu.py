@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from claude_turn import read_turn
 from sparkkit import claude, records, serve, verify
 from sparkkit.engines import vllm
 from sparkkit.engines.serving import Serving
@@ -190,12 +191,4 @@ def test_claude_code_reads_a_file_through_vllm(vllm_server):
     written = claude.write_settings(claude.settings_path("sandbox"),
                                     claude.settings_env(vllm_server["base_url"], SERVED, CONTEXT))
     assert written.path.is_relative_to(home)          # never the user's ~/.claude
-    cli = claude.ensure_cli()
-    assert claude.cli_version(cli) == claude.PINNED_CLI
-    run = claude.ask(cli, f"Use the Read tool to read {probe} and tell me what it says.", claude.sandbox_home(),
-                     probe.parent)
-    assert run.exit_code == 0, run.stderr_tail
-    assert run.tool_uses == [{"name": "Read", "input": {"file_path": str(probe)}}]
-    assert len(run.tool_results) == 1 and not run.tool_results[0]["is_error"]
-    assert records.PROBE_TEXT.strip() in run.tool_results[0]["content"]
-    assert run.result == REPLY and run.turns == 2
+    read_turn(REPLY, probe)

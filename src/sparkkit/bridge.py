@@ -38,9 +38,7 @@ The process runs detached, recorded in `$SPARKKIT_HOME/bridge/running.json` by p
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -60,6 +58,7 @@ import httpx
 
 from . import records, serve
 from .claude import LOCAL_TOKEN
+from .engines.launch import is_loopback
 from .errors import ParameterError, ServeError
 
 PINNED_LITELLM = "1.110.2"
@@ -173,16 +172,7 @@ def _pip(venv: Path, args: list[str], out: Callable[[str], Any] | None) -> None:
                          f"{proc.returncode}); pip's last lines:\n" + "\n".join(tail))
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    """One installer of a venv at a time (two test sessions, or two shells, sharing one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+_lock = records.file_lock     # one installer of a venv at a time (two test sessions, or two shells, sharing one)
 
 
 def install(home: Path | None = None, out: Callable[[str], Any] | None = print) -> Path:
@@ -293,15 +283,6 @@ def _read_record() -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) else None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _port_taken(host: str, port: int) -> bool:
@@ -460,7 +441,7 @@ def start(engine_base_url: str, served_model: str, host: str = "127.0.0.1", port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ParameterError("port", port, "an integer from 1 to 65535")
     key = serve.read_key_file(api_key_file) if api_key_file else None
-    if not _is_loopback(host) and not key:
+    if not is_loopback(host) and not key:
         raise ParameterError("host", host, "127.0.0.1 (default), or a LAN address together with api_key_file (a "
                                            "0600 file holding the key) — an open bridge on the LAN runs anyone's "
                                            "prompts")
@@ -509,13 +490,7 @@ def start(engine_base_url: str, served_model: str, host: str = "127.0.0.1", port
     try:
         _wait_ready(proc, base_url, log, port, key or LOCAL_TOKEN, rec["aliases"], timeout)
     except BaseException:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        serve.end_process(proc)
         _record_path().unlink(missing_ok=True)
         raise
     rec["ready_seconds"] = round(time.monotonic() - t0, 2)

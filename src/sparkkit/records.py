@@ -82,16 +82,20 @@ def _write_json(path: Path, data: Any, mode: int = 0o644) -> None:
 
 
 @contextlib.contextmanager
-def _state_lock():
-    """One writer of the state file at a time, across processes (03 and 04 run side by side in `sparkkit run`)."""
-    lock = state_path().with_name("state.json.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+def file_lock(path: Path):
+    """One holder at a time across processes (flock on `path`, made 0600 if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)   # closing releases the lock
+
+
+def _state_lock():
+    """One writer of the state file at a time, across processes (03 and 04 run side by side in `sparkkit run`)."""
+    return file_lock(state_path().with_name("state.json.lock"))
 
 
 # ----------------------------------------------------------------------------- state file

@@ -260,6 +260,17 @@ def _launch_proc(argv: list[str], launch: Launch, runtime: dict[str, Any]) -> tu
     return proc, server, log
 
 
+def end_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """A child that failed its start: SIGTERM, then SIGKILL after `grace` seconds; reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _bring_up(argv: list[str], launch: Launch, runtime: dict[str, Any], timeout: float) -> tuple[dict, Path, float]:
     """Start and wait until healthy; on failure the process is gone and ServeError says why."""
     t0 = time.monotonic()
@@ -268,12 +279,7 @@ def _bring_up(argv: list[str], launch: Launch, runtime: dict[str, Any], timeout:
     try:
         wait_healthy(proc, launch.base_url, log, timeout, f" (model {launch.model})")
     except BaseException:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        end_process(proc)
         _drop_record(server)
         raise
     load = time.monotonic() - t0
