@@ -182,12 +182,8 @@ def _alive(server: dict[str, Any]) -> bool:
 
 def stop_any(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
     """Stop `server` the way its engine stops it (only while `_alive`)."""
-    from .engines import container, module
-    engine = server.get("engine", "llamacpp")
-    if server.get("kind") == "container":
-        forced = container.stop(server, timeout, remove=remove)
-    else:
-        forced = module(engine).stop(server, timeout)
+    from .engines import module
+    forced = module(server.get("engine", "llamacpp")).stop(server, timeout, remove=remove)
     _drop_record(server)
     return forced
 

@@ -649,7 +649,8 @@ def is_running(server: dict[str, Any]) -> bool:
     return is_ours(server)
 
 
-def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
+def stop(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
+    """A process leaves nothing to remove: `remove` is the containers' (a stopped one can be started again)."""
     from ..serve import stop_server
     return stop_server(server, timeout)
 

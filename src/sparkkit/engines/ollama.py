@@ -257,7 +257,7 @@ def is_running(server: dict[str, Any]) -> bool:
         return False
 
 
-def stop(server: dict[str, Any], timeout: float = 15.0) -> bool:
+def stop(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
     """Unload sparkkit's variant (keep_alive 0); the service and other models are the owner's."""
     with _client(timeout + 30) as c:
         c.post("/api/generate", json={"model": server["model"], "keep_alive": 0, "stream": False})
