@@ -121,6 +121,11 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monke
     ({"endless": True, "mode": "random"}, "endless"),
     ({"seed": -1}, "seed"),
     ({"context_length": True}, "context_length"),
+    ({"tool_rules": (("zqspawn", "Agent", "{}"),)}, "tool_rules"),            # rules without a default tool
+    ({"tool_name": "Read", "tool_rules": (("Spawn", "Agent", "{}"),)}, "tool_rules"),    # not lowercase
+    ({"tool_name": "Read", "tool_rules": (("zqdev", "Agent", "{}"),)}, "tool_rules"),    # "de" splits it
+    ({"tool_name": "Read", "tool_rules": (("zqa", "Agent", "{}"), ("zqa", "Bash", "{}"))}, "tool_rules"),
+    ({"tool_name": "Read", "tool_rules": ("zqspawn",)}, "tool_rules"),
 ])
 def test_bad_specs_are_refused_naming_the_field(tmp_path, changes, field_name):
     with pytest.raises(ValueError, match=f"`{field_name}`") as e:
@@ -230,6 +235,32 @@ def test_tool_model_calls_the_tool_then_answers(with_tool):
     c = chat(with_tool, messages, tools=[READ_TOOL])
     assert c["finish_reason"] == "stop", c
     assert c["message"]["content"] == REPLY_TEXT and c["message"].get("tool_calls") in (None, [])
+
+
+AGENT_TOOL = {"type": "function", "function": {"name": "Agent", "description": "start a subagent", "parameters": {
+    "type": "object", "properties": {"description": {"type": "string"}, "prompt": {"type": "string"}},
+    "required": ["description", "prompt"]}}}
+
+
+def test_tool_rules_pick_the_call_by_the_marker_in_the_prompt(serve):
+    """main's prompt names the first marker, its Agent call's prompt the next (a nested agent), and a prompt
+    with none calls tool_name: the embedded agent-loop session runs on this."""
+    first = json.dumps({"description": "spawn", "prompt": "zqnest: go on"})
+    nested = json.dumps({"description": "nested", "prompt": "read it"})
+    base = serve(TinySpec(tool_name="Read", tool_args=json.dumps(TOOL_ARGS),
+                          tool_rules=(("zqspawn", "Agent", first), ("zqnest", "Agent", nested)),
+                          vocab_words=common_words()))
+    for prompt, name, args in [("zqspawn: start an agent", "Agent", first), (json.loads(first)["prompt"], "Agent", nested),
+                               (json.loads(nested)["prompt"], "Read", json.dumps(TOOL_ARGS)),
+                               ("the word (zqspawn) inside", "Agent", first)]:
+        c = chat(base, [{"role": "user", "content": prompt}], tools=[READ_TOOL, AGENT_TOOL], temperature=1.0)
+        (call,) = c["message"]["tool_calls"]
+        assert (call["function"]["name"], call["function"]["arguments"]) == (name, args), prompt
+    messages = [{"role": "user", "content": "zqspawn: start an agent"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call["id"], "content": "launched"}]
+    c = chat(base, messages, tools=[READ_TOOL, AGENT_TOOL])
+    assert c["finish_reason"] == "stop" and c["message"]["content"] == REPLY_TEXT
 
 
 def test_tool_model_without_tools_just_answers(with_tool):

@@ -110,6 +110,7 @@ MODES = ("scripted", "random")
 EXPERT_TYPES = ("mxfp4", "f16", "f32")
 QUANTS = ("tiny", "release")   # tiny: F16 dense tensors built in numpy; release: ggml-org's types, streamed
 MAG = 16.0          # magnitude of the script/prompt/marker dims in the embeddings
+RULE_GAIN = 6000.0   # LM-head weight of a tool rule's flag: 2x the tools flag, 1/10 of the result flag (a result ends every call)
 N_NOISE_MIN = 8     # dims left for the random "real" computation in scripted mode
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")   # OpenAI function-name rule
 _WORD = re.compile(r"[A-Za-z0-9_]{2,}")
@@ -140,6 +141,10 @@ class TinySpec:
     mode: str = "scripted"         # scripted | random
     tool_name: str | None = None   # scripted: call this tool when tools are declared, no result yet
     tool_args: str = "{}"          # JSON object text: the arguments of that call, verbatim
+    # scripted, quant "tiny": (marker, tool, args) — a prompt holding the word MARKER calls TOOL with ARGS
+    # instead (the first rule whose marker it holds). Markers chain agents: main's prompt names the
+    # first, the args' prompt may name the next (nested subagents), a prompt with none calls tool_name.
+    tool_rules: tuple[tuple[str, str, str], ...] = ()
     endless: bool = False          # scripted: loop the reply forever instead of <|return|>
     seed: int = 0
     name: str = "tiny-gpt-oss (synthetic weights, for tests)"
@@ -196,10 +201,17 @@ class Layout(NamedTuple):
     flag_tools: int   # context averages of the two markers, read by the LM head
     flag_result: int
     noise0: int       # [noise0, n_embd): random "real" computation
+    rules: int = 0    # tool rules: a marker dim and a flag dim each, between flag_result and noise0
 
     @classmethod
-    def of(cls, k: int) -> Layout:
-        return cls(k, *range(k, k + 6))
+    def of(cls, k: int, rules: int = 0) -> Layout:
+        return cls(k, k, k + 1, k + 2, k + 3, k + 4, k + 5 + 2 * rules, rules)
+
+    def mark_rule(self, i: int) -> int:
+        return self.flag_result + 1 + i
+
+    def flag_rule(self, i: int) -> int:
+        return self.flag_result + 1 + self.rules + i
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -209,10 +221,32 @@ def script_chain(spec: TinySpec) -> list[str]:
     if spec.mode != "scripted":
         return []
     chain = [SCRIPT_ANALYSIS_OPEN, *SCRIPT_REASONING, SCRIPT_FINAL_OPEN, *SCRIPT_CONTENT]
-    if spec.tool_name:
-        chain += [f"<|end|><|start|>assistant to=functions.{spec.tool_name}<|channel|>commentary json<|message|>",
-                  spec.tool_args]
+    for call in _tool_calls(spec):
+        chain += call
     return chain
+
+
+def _tool_calls(spec: TinySpec) -> list[list[str]]:
+    """Each scripted call's chain entries: its header (one entry, or two where another call of the same
+    tool took the one-entry text: entries must be unique), then its args."""
+    if not spec.tool_name:
+        return []
+    calls, seen = [], {}
+    for name, args in [(spec.tool_name, spec.tool_args)] + [(t, a) for _, t, a in spec.tool_rules]:
+        header = f"<|end|><|start|>assistant to=functions.{name}<|channel|>commentary json<|message|>"
+        v = seen[name] = seen.get(name, -1) + 1
+        cut = len(header) - len("<|message|>") - v       # v=1: "…jso" + "n<|message|>"
+        calls.append([header, args] if v == 0 else [header[:cut], header[cut:], args])
+    return calls
+
+
+def _tool_headers(spec: TinySpec) -> list[tuple[int, int]]:
+    """(header, args) chain indices of each scripted call: tool_name's, then each rule's."""
+    at, out = 2 + len(SCRIPT_REASONING) + len(SCRIPT_CONTENT), []
+    for call in _tool_calls(spec):
+        out.append((at, at + len(call) - 1))
+        at += len(call)
+    return out
 
 
 def validate(spec: TinySpec) -> None:
@@ -247,12 +281,44 @@ def validate(spec: TinySpec) -> None:
         _validate_tool(spec)
     elif spec.tool_args != "{}":
         raise ParameterError("tool_args", spec.tool_args, "'{}' unless tool_name is set")
+    _validate_rules(spec)
     if spec.quant == "release":
         _validate_release(spec)
     n_script = len(script_chain(spec))
-    if n_script and spec.n_embd < Layout.of(n_script).noise0 + N_NOISE_MIN:
-        raise ParameterError("n_embd", spec.n_embd, f">= {Layout.of(n_script).noise0 + N_NOISE_MIN} (too small for "
-                             f"the script: {n_script} script dims + 5 marker dims + {N_NOISE_MIN} noise dims)")
+    lay = Layout.of(n_script, len(spec.tool_rules))
+    if n_script and spec.n_embd < lay.noise0 + N_NOISE_MIN:
+        raise ParameterError("n_embd", spec.n_embd, f">= {lay.noise0 + N_NOISE_MIN} (too small for the script: "
+                             f"{n_script} script dims + {lay.noise0 - n_script} marker dims + {N_NOISE_MIN} noise dims)")
+
+
+_MARKER = re.compile(r"[a-z]{3,32}")
+
+
+def _validate_rules(spec: TinySpec) -> None:
+    rules = spec.tool_rules
+    if not rules:
+        return
+    if not isinstance(rules, tuple) or not all(isinstance(r, tuple) and len(r) == 3 for r in rules):
+        raise ParameterError("tool_rules", rules, "a tuple of (marker, tool, args) tuples")
+    if not spec.tool_name:
+        raise ParameterError("tool_rules", rules, "() unless tool_name is set (a prompt without a marker calls it)")
+    if spec.quant != "tiny":
+        raise ParameterError("tool_rules", rules, "() with quant 'release' (the streamed writer wires one tool)")
+    markers = [m for m, _, _ in rules]
+    taken = {w.lstrip("=Ġ") for w in WORDS}
+    for marker, tool, args in rules:
+        if not isinstance(marker, str) or not _MARKER.fullmatch(marker) or marker in taken:
+            raise ParameterError("tool_rules", marker, "markers of 3-32 lowercase letters a-z, not a harmony word")
+        # the harmony words' merges rank first: a pair of theirs inside a marker would split it
+        clash = [w[:2] for w in taken if w[:2] in marker] + (["t"] if marker.startswith("t") else [])
+        if clash:
+            raise ParameterError("tool_rules", marker, f"a marker without the letter pair {clash[0]!r} "
+                                 "(it would not stay one token), e.g. 'zqspawn'")
+        _validate_tool(TinySpec(n_layer=spec.n_layer, tool_name=tool, tool_args=args))
+    if len(set(markers)) != len(markers):
+        raise ParameterError("tool_rules", markers, "distinct markers")
+    if 2 + len(rules) > spec.head_dim:
+        raise ParameterError("tool_rules", rules, f"at most {spec.head_dim - 2} rules for head_dim {spec.head_dim}")
 
 
 def _validate_release(spec: TinySpec) -> None:
@@ -305,8 +371,9 @@ def byte_encode(text: str) -> str:
     return "".join(B2U[b] for b in text.encode("utf-8"))
 
 
-def build_vocab(chain: list[str], words: tuple[str, ...] = ()) -> Vocab:
-    """256 byte tokens, prefix merges for WORDS, then for `words`, the special tokens, then the script."""
+def build_vocab(chain: list[str], words: tuple[str, ...] = (), markers: tuple[str, ...] = ()) -> Vocab:
+    """256 byte tokens, prefix merges for WORDS, then for the rule `markers` and `words`, the special
+    tokens, then the script."""
     tokens: list[str] = [B2U[b] for b in range(256)]
     types: list[int] = [gguf.TokenType.NORMAL] * 256
     merges: list[str] = []
@@ -323,14 +390,21 @@ def build_vocab(chain: list[str], words: tuple[str, ...] = ()) -> Vocab:
             if w[:i] not in index:
                 merges.append(f"{w[:i-1]} {w[i-1]}")
                 add(w[:i], gguf.TokenType.NORMAL)
+    for w in markers:                 # a rule marker is one token, bare or after a space
+        for piece in [w[:i] for i in range(2, len(w) + 1)]:
+            if piece not in index:
+                merges.append(f"{piece[:-1]} {piece[-1]}")
+                add(piece, gguf.TokenType.NORMAL)
+        merges.append(f"Ġ {w}")
+        add("Ġ" + w, gguf.TokenType.NORMAL)
     # Extra words go after WORDS so their merges rank lower: the marker words still form first.
     # Each word gets a prefix chain on itself and one "Ġ word" merge, which never creates a
     # token like "Ġa" that would swallow a script entry (" a", " is", " user" ...).
     script = {byte_encode(t) for t in chain}
-    markers = {w.lstrip("=Ġ") for w in WORDS}          # e.g. " functions" must stay Ġ + functions
+    taken = {w.lstrip("=Ġ") for w in WORDS} | set(markers)   # e.g. " functions" must stay Ġ + functions
     for w in words:
         pieces = [w[:i] for i in range(2, len(w) + 1)] + ["Ġ" + w]
-        if w in markers or any(p in script for p in pieces):
+        if w in taken or any(p in script for p in pieces):
             continue
         for i in range(2, len(w) + 1):
             if w[:i] not in index:
@@ -364,7 +438,7 @@ def embeddings_and_head(spec: TinySpec, vocab: Vocab, rng: np.random.Generator) 
     if spec.mode != "scripted":
         emb = _rnd(rng, n_vocab, E, scale=1.0)
         return emb, _rnd(rng, n_vocab, E)
-    lay = Layout.of(len(vocab.script_ids))
+    lay = Layout.of(len(vocab.script_ids), len(spec.tool_rules))
     emb, lm = script_columns(spec, vocab, lay, E)
     emb[:, lay.noise0:] = _rnd(rng, n_vocab, E - lay.noise0, scale=0.02)   # the random "real" computation
     return emb, lm
@@ -387,8 +461,10 @@ def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tu
         nxt[pos] = ids[pos + 1]
     n_reason = len(SCRIPT_REASONING)
     last_content = 1 + n_reason + len(SCRIPT_CONTENT)   # chain index of the last content word
+    calls = _tool_headers(spec)
+    args_at = [a for _, a in calls]
     for d, tid in nxt.items():
-        if d not in (last_content, K - 1):     # those two are wired below
+        if d != last_content and d not in args_at:     # those are wired below
             lm[tid, d] = alpha
     first_content = ids[n_reason + 2]
     if spec.endless:    # never stops by itself: finish_reason "length" / stop_reason "max_tokens"
@@ -399,11 +475,23 @@ def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tu
     if spec.tool_name:
         # args -> <|call|> (EOG). After the reasoning, call iff the prompt has "functions" tokens and
         # no "=assistant" token; the flags are only non-zero at the last reasoning position.
-        lm[index["<|call|>"], K - 1] = alpha
-        lm[ids[K - 2], lay.flag_tools] = 3000.0
-        lm[ids[K - 2], lay.flag_result] = -60000.0
+        # A rule's header also needs its marker's flag (its -alpha/2 loses the tie without one);
+        # every marker's flag pushes tool_name's header down.
+        for i, (h, a) in enumerate(calls):
+            lm[index["<|call|>"], a] = alpha
+            lm[ids[h], lay.flag_tools] = 3000.0
+            lm[ids[h], lay.flag_result] = -60000.0
+            if i:
+                lm[ids[h], lay.flag_rule(i - 1)] = RULE_GAIN
+                lm[ids[h], n_reason] = -alpha / 2
+            else:
+                for r in range(len(spec.tool_rules)):
+                    lm[ids[h], lay.flag_rule(r)] = -RULE_GAIN
         emb[index["functions"], lay.mark_tools] = MAG
         emb[index["=assistant"], lay.mark_result] = MAG
+        for r, (marker, _, _) in enumerate(spec.tool_rules):
+            emb[index[marker], lay.mark_rule(r)] = MAG
+            emb[index["Ġ" + marker], lay.mark_rule(r)] = MAG
     return emb, lm
 
 
@@ -425,13 +513,14 @@ def block_weights(spec: TinySpec, layer: int, k: int, rng: np.random.Generator) 
     t["ffn_gate_exps.bias"], t["ffn_up_exps.bias"], t["ffn_down_exps.bias"] = (
         _rnd(rng, X, FF), _rnd(rng, X, FF), _rnd(rng, X, E))
     if spec.mode == "scripted":
-        reserved = slice(0, Layout.of(k).noise0)
+        lay = Layout.of(k, len(spec.tool_rules))
+        reserved = slice(0, lay.noise0)
         t["attn_output.weight"][reserved, :] = 0.0
         t["attn_output.bias"][reserved] = 0.0
         t["ffn_down_exps.weight"][:, reserved, :] = 0.0
         t["ffn_down_exps.bias"][:, reserved] = 0.0
         if spec.tool_name and layer == spec.n_layer - 1:
-            _wire_flag_head(spec, Layout.of(k), t)
+            _wire_flag_head(spec, lay, t)
     return t
 
 
@@ -452,14 +541,18 @@ def _wire_flag_head(spec: TinySpec, lay: Layout, t: dict[str, np.ndarray]) -> No
     bk[0:D] = 0.0
     bk[lo] = 32.0
     t["attn_sinks.weight"][0] = 30.0
-    wv[0:2, :] = 0.0
-    bv[0:2] = 0.0
+    n = 2 + lay.rules                          # V channels: tools, result, one per rule marker
+    wv[0:n, :] = 0.0
+    bv[0:n] = 0.0
     wv[0, lay.mark_tools] = 1.0
     wv[1, lay.mark_result] = 1.0
-    for h in range(H // HKV):                  # heads sharing kv-head 0 must not leak channels 0/1
-        wo[:, h * D:h * D + 2] = 0.0
+    for h in range(H // HKV):                  # heads sharing kv-head 0 must not leak those channels
+        wo[:, h * D:h * D + n] = 0.0
     wo[lay.flag_tools, 0] = 80.0
     wo[lay.flag_result, 1] = 80.0
+    for r in range(lay.rules):
+        wv[2 + r, lay.mark_rule(r)] = 1.0
+        wo[lay.flag_rule(r), 2 + r] = 80.0
 
 
 # ---------------------------------------------------------------------------------- file
@@ -789,7 +882,7 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
     complete new one, never half of one."""
     t0 = time.perf_counter()
     validate(spec)
-    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words), spec.n_vocab)
+    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words, tuple(m for m, _, _ in spec.tool_rules)), spec.n_vocab)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".partial")
