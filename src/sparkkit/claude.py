@@ -31,6 +31,7 @@ LOCAL_TOKEN = "sparkkit-local"   # what Claude Code sends when the server has no
 FIRST_REQUEST_TOKENS = 37_430
 CONTEXT_HEADROOM = 8_192          # room for the answer and a few tool results before compaction
 NPM_PACKAGE = "@anthropic-ai/claude-code"
+MAX_RETRIES = 2                   # CLAUDE_CODE_MAX_RETRIES: the 500 storm ends in seconds, not minutes
 
 
 def settings_env(base_url: str, model: str, context: int, token: str | None = None) -> dict[str, str]:
@@ -49,6 +50,11 @@ def settings_env(base_url: str, model: str, context: int, token: str | None = No
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",      # no telemetry / HEAD probes to a local box
         "ENABLE_TOOL_SEARCH": "false",                        # fixed tools[] keeps the prompt prefix stable
         "API_TIMEOUT_MS": "1800000",                          # long prefills on a local model
+        # A 500 (llama.cpp's answer when the model's tool call breaks the request's grammar) is retried 10 times
+        # over ~150 s by default; 2 retries give a sampled model two more tries and end in ~3 s (measured with
+        # 2.1.332: 3 requests, 2.6 s against an instant 500). A server restarted mid-session fails the turn
+        # the same way: run it again once 05 says the server is up.
+        "CLAUDE_CODE_MAX_RETRIES": str(MAX_RETRIES),
     }
 
 
@@ -306,7 +312,7 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
     if not has_messages(base_url, key):
         bridged = bridge_for(base_url, launch["alias"], key)
         base_url, key = bridged["base_url"], None          # on loopback the bridge takes LOCAL_TOKEN
-    env = settings_env(base_url, launch["alias"], launch["context"], key)
+    env = settings_env(base_url, launch["alias"], window(launch), key)
     written = write_settings(settings_path(scope, project_dir), env)
     probe = records.probe_file()
     prompt = prompt or f"Use the Read tool to read {probe} and tell me in one sentence what it says."
@@ -365,13 +371,21 @@ def _engine_notes(engine: str) -> list[str]:
     return []
 
 
+def window(launch: dict[str, Any]) -> int:
+    """The tokens one conversation can use: with one KV pool for all slots (--kv-unified) each slot may grow to
+    the whole context (idle slots are cleared when the pool runs short); without, each slot has its share."""
+    context = int(launch.get("context") or 0)
+    slots = max(int(launch.get("slots") or 1), 1)
+    return context if launch.get("kv_unified", True) else context // slots
+
+
 def check_context(launch: dict[str, Any]) -> None:
-    """Refuse, in one sentence, a server whose context per slot cannot hold Claude Code's first request."""
+    """Refuse, in one sentence, a server whose context per conversation cannot hold Claude Code's first request."""
     need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
     slots = max(launch.get("slots", 1), 1)
-    if launch.get("context", need) // slots < need:
+    if "context" in launch and window(launch) < need:
         raise SparkkitError(f"the server's context is {launch['context']} tokens"
-                            + (f" over {slots} slots" if slots > 1 else "")
+                            + (f" split over {slots} slots" if slots > 1 else "")
                             + f", but Claude Code {PINNED_CLI}'s first request alone is {FIRST_REQUEST_TOKENS:,} "
                             f"tokens: re-run 02-plan with -p context 65536 or more (or -p context 0 for the "
                             "largest that fits), then 05-serve and 07")
@@ -386,7 +400,7 @@ def launch(args: list[str], cli: str = "") -> int:
     if not has_messages(base_url, key):          # an engine without Claude Code's API: through the bridge
         base_url, key = bridge_for(base_url, launch_["alias"], key)["base_url"], None
     check_context(launch_)
-    env_block = settings_env(base_url, launch_["alias"], launch_["context"], key)
+    env_block = settings_env(base_url, launch_["alias"], window(launch_), key)
     exe = ensure_cli(cli)
     folder = records.home() / "claude-launcher"
     folder.mkdir(parents=True, exist_ok=True)

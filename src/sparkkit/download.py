@@ -966,10 +966,13 @@ def download_files(repo: str, files_or_patterns: list[str] | tuple[str, ...] | N
 
 # ----------------------------------------------------------------------------- placing
 def embedded_spec():
-    """The embedded model: scripted to call `Read` on the probe file when tools are offered."""
+    """The embedded model: scripted to call `Read` on the probe file when tools are offered, and the Agent
+    tool where the prompt holds the agent-loop session's markers (agentloop.tool_rules)."""
+    from .agentloop import tool_rules
     from .tinymodel import TinySpec, common_words
-    return TinySpec(tool_name="Read", tool_args=json.dumps({"file_path": str(records.probe_file())}),
-                    vocab_words=common_words())
+    probe = records.probe_file()
+    return TinySpec(tool_name="Read", tool_args=json.dumps({"file_path": str(probe)}),
+                    tool_rules=tool_rules(probe), vocab_words=common_words())
 
 
 def place_embedded(model_dir: Path) -> Placed:

@@ -483,13 +483,20 @@ class PlanView:
     curve: pd.DataFrame
     options: dict[str, Any] = field(default_factory=dict)     # plan_memory keywords (engine excluded)
     setting: Any = None                                         # the runbook's Setting, when 02 made it
+    per_slot: int = 0          # bytes each slot adds (its own sliding-window cells, checkpoints, logits, …)
+
+    def slot_line(self) -> str:
+        p = self.plan
+        pool = ("one KV pool: each conversation may use the whole context" if p.engine == "llamacpp" and
+                self.options.get("kv_unified", True) else f"each slot holds its own {p.context // p.slots} tokens")
+        return f"{p.slots} slot(s); each slot adds {self.per_slot / MIB:.1f} MiB ({pool})"
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
         p = self.plan
         verdict = {"fits": "pass", "tight": "warn", "does not fit": "fail"}[p.verdict]
         headline = (f"{p.verdict}: {p.total_bytes / GIB:.2f} GiB of {p.usable_bytes / GIB:.1f} usable with "
                     f"{ENGINE_NAMES[p.engine]} at context {p.context} × {p.slots} slot(s), KV {p.kv_type} "
-                    f"{p.kv_bytes() / GIB:.3f} GiB; largest context that fits {self.largest}")
+                    f"{p.kv_bytes() / GIB:.3f} GiB; largest context that fits {self.largest}; {self.slot_line()}")
         return verdict, headline, {**p.to_dict(), "largest_context": self.largest, "arch": p.arch.to_dict()}
 
     def figure(self) -> matplotlib.figure.Figure:
@@ -519,9 +526,14 @@ def plan_view(arch: Architecture, context: int, slots: int, kv_type: str, ubatch
               **kw) -> PlanView:
     """The plan, the largest context that fits and the context sweep: what 02 shows and the tuner redraws."""
     plan = plan_memory(arch, context, slots, kv_type, ubatch, usable_bytes, **kw)
+    try:                          # what one slot costs: the plan with one slot more, or one fewer
+        other = plan_memory(arch, context, slots + 1 if slots == 1 else slots - 1, kv_type, ubatch, usable_bytes, **kw)
+        per_slot = abs(plan.total_bytes - other.total_bytes)
+    except ValueError:            # e.g. one more slot would leave < 256 tokens each
+        per_slot = 0
     return PlanView(plan, largest_context(arch, slots, kv_type, ubatch, usable_bytes, **kw),
                     sweep(arch, slots, kv_type, ubatch, usable_bytes, **kw),
-                    {k: v for k, v in kw.items() if k != "engine"})
+                    {k: v for k, v in kw.items() if k != "engine"}, per_slot=per_slot)
 
 
 # ---------------------------------------------------------------------------------------------- runbook 02
@@ -593,13 +605,16 @@ def adopt(view: PlanView, s: Setting) -> dict[str, Any]:
     return section
 
 
-def run(context: int = 131072, slots: int = 1, kv_type: str = "f16", ubatch: int = 2048, engine: str = "",
+def run(context: int = 131072, slots: int = 0, kv_type: str = "f16", ubatch: int = 2048, engine: str = "",
         model: str = "", mem_fraction: float = 0.0) -> PlanView:
-    """Runbook 02: plan the chosen model against this host; `context=0` takes the largest that fits.
+    """Runbook 02: plan the chosen model against this host; `context=0` takes the largest that fits, `slots=0` the
+    engine's default (engines.EngineSpec.slots: llama.cpp 4, one per Claude Code conversation; else 1).
     Writes the `plan` section 05 reads (context, slots, kv_type, ubatch, verdict, serving, …, for_model)
     when the plan is for 01's model and engine; other engines/models are planned for comparison only.
     `mem_fraction` (SGLang/vLLM): the share of memory the engine takes at start; 0: the engine's default."""
     s = setting(engine, model)
+    if slots == 0 and not isinstance(slots, bool):
+        slots = _engines.spec(s.engine).slots
     if mem_fraction:
         if s.engine not in MEM_FRACTION:
             raise ParameterError("mem_fraction", mem_fraction, f"0 with {ENGINE_NAMES[s.engine]} (only SGLang and vLLM "

@@ -74,7 +74,8 @@ class ContextTuner:
         p = self.view.plan if self.view and not self.error else None
         self.status.value = (f"<b>{self.error}</b>" if self.error else
                              f"{ENGINE_NAMES[self.engine]}: <b>{p.verdict}</b>, {p.total_bytes / 2**30:.2f} of "
-                             f"{p.usable_bytes / 2**30:.1f} GiB; largest context that fits {self.view.largest}")
+                             f"{p.usable_bytes / 2**30:.1f} GiB; largest context that fits {self.view.largest}; "
+                             f"{self.view.slot_line()}")
         self.out.clear_output(wait=True)
         if not draw:
             self.out.append_stdout("The table and plot above are this plan; move a control to redraw them here.\n")

@@ -30,6 +30,7 @@ class Probe:
     seconds: float
     detail: str
     absent: bool = False      # the endpoint does not exist on this server (404): a fact, not a failure
+    found: bool = False       # a fault class this server has, which the wiring handles (shown, not failed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +60,10 @@ class Absent(Exception):
     """The server answered 404 for the endpoint itself."""
 
 
+class Found(Exception):
+    """The probe provoked a fault class the wiring is set up for (07's settings handle it)."""
+
+
 def _timed(name: str, fn: Callable[[], tuple[bool, str]]) -> Probe:
     t0 = time.monotonic()
     absent = False
@@ -66,6 +71,8 @@ def _timed(name: str, fn: Callable[[], tuple[bool, str]]) -> Probe:
         ok, detail = fn()
     except Absent as e:
         ok, detail, absent = False, str(e), True
+    except Found as e:
+        return Probe(name, True, round(time.monotonic() - t0, 3), str(e)[:400], found=True)
     except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as e:
         ok, detail = False, f"{type(e).__name__}: {e}"
     return Probe(name, ok, round(time.monotonic() - t0, 3), detail[:300], absent)
@@ -173,17 +180,48 @@ def count_tokens(c: httpx.Client, model: str) -> tuple[bool, str]:
     return ok, f"input_tokens={n}: Claude Code's /context will show the server's own count"
 
 
+NOOP_TOOL = {"type": "function", "function": {"name": "sparkkit_noop", "description": "Does nothing.",
+                                             "parameters": {"type": "object", "properties": {}}}}
+
+
+def undeclared_tool(c: httpx.Client, model: str, probe: Path) -> tuple[bool, str]:
+    """The 500 storm's cause: a model that calls a tool the request did not declare. llama.cpp constrains tool
+    calls with a grammar of the declared names and answers HTTP 500 ("Unexpected empty grammar stack …") when
+    the model's call breaks it; Claude Code retries a 500 (10 times over ~150 s by default). The request
+    declares one no-op tool and asks for Read."""
+    from .claude import MAX_RETRIES
+    r = c.post("/v1/chat/completions", json={
+        "model": model, "max_tokens": 1024, "tools": [NOOP_TOOL],
+        "messages": [{"role": "user", "content": f"Use the Read tool to read {probe}."}]})
+    if r.status_code >= 500:
+        raise Found(f"found: HTTP {r.status_code} when the model calls a tool the request did not declare "
+                    f"({r.text[:120]!r}); 07 sets CLAUDE_CODE_MAX_RETRIES={MAX_RETRIES}, so Claude Code stops in "
+                    "~3 s with 'API Error: 500' instead of retrying for ~150 s")
+    if r.status_code != 200:
+        return True, (f"HTTP {r.status_code} for a call to an undeclared tool: Claude Code does not retry a 4xx, "
+                      "it stops at once")
+    msg = r.json()["choices"][0]["message"]
+    names = [t["function"]["name"] for t in msg.get("tool_calls") or []]
+    if any(n != "sparkkit_noop" for n in names):
+        return True, f"the server passes a call to an undeclared tool through ({names}): Claude Code answers it " \
+                     "with an error result and the turn goes on"
+    return True, ("not provoked: the model kept to the declared tools" + (f" (called {names})" if names else "")
+                  + "; the fault stays possible on a server that answers it with HTTP 500")
+
+
 def verify(c: httpx.Client, probe: Path, expected: str | None = None) -> list[Probe]:
     model = served_model(c, expected)
     return [_timed("chat completion", lambda: chat(c, model)),
             _timed("streamed chat", lambda: chat_stream(c, model)),
             _timed("tool-call round trip (Read)", lambda: tool_round_trip(c, model, probe)),
             _timed("Anthropic /v1/messages", lambda: anthropic_messages(c, model)),
-            _timed("count_tokens (/context)", lambda: count_tokens(c, model))]
+            _timed("count_tokens (/context)", lambda: count_tokens(c, model)),
+            _timed("call to an undeclared tool (500 storm)", lambda: undeclared_tool(c, model, probe))]
 
 
 def table(probes: list[Probe]) -> pd.DataFrame:
-    return pd.DataFrame([{"probe": p.name, "ok": "➖ absent" if p.absent else "✅" if p.ok else "❌",
+    return pd.DataFrame([{"probe": p.name, "ok": "➖ absent" if p.absent else "⚠️ found" if p.found else
+                          "✅" if p.ok else "❌",
                           "seconds": p.seconds, "detail": p.detail} for p in probes])
 
 
@@ -224,9 +262,10 @@ def run(base_url: str = "", api_key: str = "", api_key_file: str = "", engine: s
         probes = verify(c, records.probe_file(), expected)
         url = str(c.base_url).rstrip("/")
     messages = next(p for p in probes if p.name == "Anthropic /v1/messages")
+    storm = next(p for p in probes if p.name.startswith("call to an undeclared tool"))
     records.update_state("verify", {"base_url": url, "engine": engine if not base_url else None,
                                     "messages": not messages.absent, "messages_ok": messages.ok,
-                                    "at": records.now()})
+                                    "undeclared_tool_500": storm.found, "at": records.now()})
     return probes
 
 
@@ -244,6 +283,9 @@ def record(probes: list[Probe], runs: pd.DataFrame) -> tuple[str, str, dict[str,
         text += f"; failed: {', '.join(failed)}"
     if optional:
         text += "; no count_tokens (Claude Code's /context estimates locally)"
+    found = [p for p in probes if p.found]
+    if found:
+        text += "; found: " + ", ".join(p.name for p in found) + " (07's settings handle it)"
     bridged = [a for a in absent if a not in optional]
     if bridged:
         text += f"; absent: {', '.join(bridged)} (07 bridges it with LiteLLM)"

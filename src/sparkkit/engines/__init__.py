@@ -36,6 +36,7 @@ class EngineSpec:
     served_name: str             # how the served model gets the name clients send
     install: str                 # the command that installs it (04 shows it when it is missing)
     messages: bool | None        # /v1/messages (Claude Code's API): True always, None: depends on version — probe
+    slots: int = 1               # the concurrent conversations 02 plans when -p slots is 0
 
 
 MODULES = {"llamacpp": "sparkkit.engines.llamacpp", "ollama": "sparkkit.engines.ollama",

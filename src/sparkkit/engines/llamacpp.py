@@ -40,7 +40,11 @@ from .launch import KV_TYPES
 SPEC = EngineSpec(
     name="llamacpp", label="llama.cpp", runs_as="process", weights="gguf", weights_home="$SPARKKIT_HOME/models",
     kv_types=KV_TYPES, default_port=8080, health="/health", served_name="--alias (the catalogue name)",
-    install="04 builds the pinned llama-server (or serves the embedded llama.cpp off-GPU)", messages=True)
+    install="04 builds the pinned llama-server (or serves the embedded llama.cpp off-GPU)", messages=True,
+    # Claude Code's main conversation and each running subagent keep a slot of their own in one unified KV pool
+    # (the same memory as one slot: a slot grows to the whole context, idle ones are cleared when it runs short).
+    # With 1 slot a subagent's turn lost its whole prompt to the next one (records/agentloop/BENCH.md).
+    slots=4)
 
 # The PyPI sdist of each xllamacpp pin (its thirdparty/llama.cpp is the release the pin wraps), checked
 # by hash: bumping PINNED_XLLAMACPP needs its row here (url, sha256 and size from
