@@ -242,3 +242,15 @@ def test_a_server_stopped_mid_session_is_one_sentence_and_the_record_keeps_what_
     assert s.exit_code != 0 and "stopped answering mid-session" in s.error and "sparkkit status" in s.error
     verdict, headline, results = r.record()
     assert verdict == "fail" and "cut: the server" in headline and results["requests"] is not None
+
+
+def test_a_wait_is_what_an_overlapped_request_took_beyond_a_line_through_the_lone_ones():
+    alone = [req(1, "s", body("m", "a"), 0, 1.2, 2, 1000, 0), req(2, "s", body("m", "b"), 10, 10.3, 11, 100, 0),
+             req(3, "s", body("m", "c"), 20, 20.7, 21, 500, 0)]         # 0.2 s + 1 ms a token
+    behind = [req(4, "s", body("x", "long"), 30, 39, 40, 9000, 0),     # a cold prefill ...
+              req(5, "s", body("m", "d"), 30.5, 35.6, 36, 600, 300)]   # ... that a short turn overlapped
+    a, per = agentloop.own_time(alone + behind)
+    assert a == pytest.approx(0.2, abs=0.01) and per == pytest.approx(0.001, abs=1e-4)
+    got = {r["n"]: r for r in agentloop.rows(alone + behind, slots=4)}
+    assert got[1]["waited_s"] == 0.0 and not got[1]["overlap"]
+    assert got[5]["overlap"] and got[5]["waited_s"] == pytest.approx(5.1 - 0.5, abs=0.05)

@@ -292,22 +292,29 @@ def _overlaps(r: Request, reqs: list[Request]) -> bool:
     return any(q is not r and q.arrive < until and (q.end or q.arrive) > r.arrive for q in reqs)
 
 
-def prefill_rate(reqs: list[Request]) -> float | None:
-    """Uncached prompt tokens per second to the first byte, median over requests that ran alone (>= 256 tokens)."""
-    rates = sorted((r.prompt_tokens - (r.cached_tokens or 0)) / (r.first - r.arrive) for r in reqs
-                   if r.first and r.prompt_tokens and r.prompt_tokens - (r.cached_tokens or 0) >= 256
-                   and r.first > r.arrive and not _overlaps(r, reqs))
-    return rates[len(rates) // 2] if rates else None
+def own_time(reqs: list[Request]) -> tuple[float, float] | None:
+    """(seconds, seconds per uncached token) to a first byte when a request runs alone: a least-squares line
+    through the requests that had the engine to themselves (a fixed part — restoring a cached prompt, the first
+    decode step — and a per-token part)."""
+    pts = [(r.prompt_tokens - (r.cached_tokens or 0), r.first - r.arrive) for r in reqs
+           if r.first and r.prompt_tokens is not None and r.first > r.arrive and not _overlaps(r, reqs)]
+    if len(pts) < 2 or len({x for x, _ in pts}) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    slope = max(slope, 0.0)
+    return max(my - slope * mx, 0.0), slope
 
 
-def rows(reqs: list[Request], slots: int, decode_step_s: float | None = None) -> list[dict[str, Any]]:
+def rows(reqs: list[Request], slots: int) -> list[dict[str, Any]]:
     """One row per /v1/messages request, in arrival order, with its conversation named."""
     msgs = [r for r in reqs if r.method == "POST" and r.path.split("?")[0].rstrip("/").endswith("/v1/messages")]
     if not msgs:
         return []
     t0 = min(r.arrive for r in msgs)
     wait = _queue(msgs, slots)
-    rate = prefill_rate(msgs)
+    alone = own_time(msgs)
     convs: dict[str, dict[str, Any]] = {}
     spawned_by: dict[tuple[str, str], str] = {}   # (session, an Agent call's prompt) -> the conversation that made it
 
@@ -336,7 +343,6 @@ def rows(reqs: list[Request], slots: int, decode_step_s: float | None = None) ->
                                else f"{base}.{children[parent]}")
     kinds_seen: dict[str, int] = {}
     out = []
-    step = decode_step_s or 0.0
     for r in msgs:
         key, kind, _ = conv_key(r)
         c = convs[key]
@@ -346,8 +352,11 @@ def rows(reqs: list[Request], slots: int, decode_step_s: float | None = None) ->
             kinds_seen[kind] = kinds_seen.get(kind, 0) + 1
         reuse = (r.cached_tokens / r.prompt_tokens) if r.prompt_tokens else None
         first_ms = (r.first - r.arrive) if r.first is not None else None
-        own = ((r.prompt_tokens - (r.cached_tokens or 0)) / rate if rate and r.prompt_tokens is not None else None)
-        waited = max(0.0, first_ms - own - step) if first_ms is not None and own is not None else None
+        overlap = _overlaps(r, msgs)
+        own = (alone[0] + alone[1] * (r.prompt_tokens - (r.cached_tokens or 0))
+               if alone and r.prompt_tokens is not None else None)
+        waited = (0.0 if not overlap else max(0.0, first_ms - own) if first_ms is not None and own is not None
+                  else None)
         out.append({
             "n": r.n, "session": r.session, "conversation": names[key], "turn": turn,
             "spawn": kinds_seen.get(kind, 0) if turn == 1 and names[key] != "main" else None,
@@ -355,7 +364,7 @@ def rows(reqs: list[Request], slots: int, decode_step_s: float | None = None) ->
             "reuse_pct": round(100 * reuse, 2) if reuse is not None else None,
             "arrive_s": round(r.arrive - t0, 3), "queued_s": round(wait[r.n], 3),
             "waited_s": round(waited, 3) if waited is not None else None,
-            "overlap": _overlaps(r, msgs),
+            "overlap": overlap,
             "first_byte_s": round(first_ms, 3) if first_ms is not None else None,
             "server_s": round((r.end or r.arrive) - r.arrive - wait[r.n], 3),
             "output_tokens": r.output_tokens, "error": r.error,
@@ -406,8 +415,9 @@ def goals(table: list[dict[str, Any]], decode_step_s: float | None) -> list[Goal
         Goal("main waits behind others at most one decode step", longest["waited_s"] if longest else None,
              step, "s", higher_is_better=False,
              detail=(f"longest: request {longest['n']} ({longest['session']}): first byte after "
-                     f"{longest['first_byte_s']:.2f} s, its own prefill and one decode step ({step * 1000:.0f} ms) "
-                     "excepted" if longest else "no main request")),
+                     f"{longest['first_byte_s']:.2f} s, {longest['waited_s']:.2f} s more than alone (a line through "
+                     f"the requests that ran alone); one decode step {step * 1000:.0f} ms"
+                     if longest else "no main request")),
     ]
 
 
@@ -558,7 +568,7 @@ def run(sessions: list[Session] | None = None, base_url: str = "", key: str | No
                      + (f": {run_.error}" if run_.error else ""))
     reqs = list(meter.requests)
     step = decode_step_s or _decode_step(reqs)
-    table = rows(reqs, slots, step)
+    table = rows(reqs, slots)
     if step is None:
         notes.append("no request streamed enough tokens to time one decode step; the wait goal is unmeasured")
     if not launch.get("alias"):

@@ -108,7 +108,8 @@ def pinned_source_commands(home: str = "~/.sparkkit") -> list[str]:
     return [f"test -f {archive} || curl -fL --create-dirs -o {archive} {e['url']}",
             f"printf '%s  %s\\n' {e['sha256']} {archive} | sha256sum -c",
             f"mkdir -p {tree} && tar xzf {archive} -C {tree} --strip-components={1 + len(SDIST_TREE)} "
-            f"{top}/{'/'.join(SDIST_TREE)}"]
+            f"{top}/{'/'.join(SDIST_TREE)}",
+            *(f"patch -p1 -d {tree} < {_shell_path(str(p))}" for p in patches())]
 
 
 def pinned_build_commands(cuda_arch: str, home: str = "~/.sparkkit", jobs: int | None = None,
@@ -309,6 +310,63 @@ def git_is_release(src: Path, release: str = LLAMA_CPP_RELEASE) -> bool:
     return release in p.stdout.split()
 
 
+# ----------------------------------------------------------------------------- sparkkit's patches
+
+def patches() -> list[Path]:
+    """sparkkit's patches for the pinned release (package data, applied in name order; each explains itself)."""
+    from importlib.resources import files
+    folder = Path(str(files("sparkkit").joinpath("data/llamacpp-patches")))
+    return sorted(folder.glob("*.patch"))
+
+
+def patch_ids() -> list[str]:
+    """What the stamp and the record name: each patch and the start of its sha256."""
+    return [f"{p.name} sha256:{sha256_of(p)[:16]}" for p in patches()]
+
+
+def _hunks(text: str) -> list[tuple[str, str, str]]:
+    """(file, old block, new block) of each hunk of a unified diff (text before the first --- is its prose)."""
+    out, target, old, new, inside = [], "", [], [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("+++ "):
+            target = line[4:].strip().split("/", 1)[1]
+        elif line.startswith("@@"):
+            if inside:
+                out.append((target, "".join(old), "".join(new)))
+            old, new, inside = [], [], True
+        elif inside and line[:1] in (" ", "-", "+"):
+            (old.append(line[1:]) if line[0] != "+" else None)
+            (new.append(line[1:]) if line[0] != "-" else None)
+        elif inside and line.startswith("--- "):
+            out.append((target, "".join(old), "".join(new)))
+            inside = False
+    if inside:
+        out.append((target, "".join(old), "".join(new)))
+    return out
+
+
+def apply_patches(tree: Path) -> list[str]:
+    """Apply each patch to the extracted pinned tree: every hunk must match exactly once (or be applied already);
+    anything else is one sentence naming the patch, and the file is left as it was."""
+    done = []
+    for patch in patches():
+        edits: dict[Path, str] = {}
+        for target, old, new in _hunks(patch.read_text(encoding="utf-8")):
+            path = Path(tree) / target
+            text = edits.get(path) or (path.read_text(encoding="utf-8") if path.is_file() else "")
+            if text.count(old) == 1:
+                edits[path] = text.replace(old, new)
+            elif not (new and text.count(new) == 1):
+                raise SparkkitError(f"sparkkit's patch {patch.name} does not fit {path} (was the tree changed?): "
+                                    f"remove {tree} and re-run 04, which extracts the pinned release again")
+        for path, text in edits.items():
+            tmp = path.with_name(path.name + ".sparkkit-tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        done.append(patch.name)
+    return done
+
+
 # ----------------------------------------------------------------------------- the stamp
 
 def stamp_path(binary: Path) -> Path:
@@ -322,9 +380,13 @@ def cmake_flags(configure: str) -> list[str]:
     return [w for w in words if w.startswith("-D")] + [f"-G {words[i + 1]}" for i, w in enumerate(words[:-1]) if w == "-G"]
 
 
-def stamp_key(source: str, cuda_arch: str, configure: str, release: str, commit: str) -> dict[str, Any]:
-    return {"source": source, "cuda_arch": cuda_arch, "cmake_flags": cmake_flags(configure),
-            "release": release, "commit": commit}
+def stamp_key(source: str, cuda_arch: str, configure: str, release: str, commit: str,
+              patched: tuple[str, ...] = ()) -> dict[str, Any]:
+    key = {"source": source, "cuda_arch": cuda_arch, "cmake_flags": cmake_flags(configure),
+           "release": release, "commit": commit}
+    if patched:                    # a build from before a patch (or with another one) is not reused
+        key["patches"] = list(patched)
+    return key
 
 
 def usable_build(binary: Path, key: dict[str, Any]) -> str | None:
@@ -525,7 +587,8 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "", cuda_arch
 
     commands = commands_for(None)
     built = server_binary(str(src), build_dir)
-    key = stamp_key(source_id, arch, commands[0], release or "unknown", commit)
+    patched = tuple(patch_ids()) if pinned else ()
+    key = stamp_key(source_id, arch, commands[0], release or "unknown", commit, patched)
     info: dict[str, Any] = {"release": release or "unknown", "commit": commit, "source": source, "cuda_arch": arch,
                             "tree": str(src), "binary": str(built), "stamp": str(stamp_path(built)),
                             "seconds": 0.0, "reused": False, "built": False, "mode": mode, "gpu_box": gpu_box}
@@ -556,6 +619,7 @@ def run(engine: str = "llamacpp", binary: str = "", src_dir: str = "", cuda_arch
                 archive = fetch_source(source_archive)
                 extract_source(archive, src, sdist()["sha256"])
                 check_source(src)
+                info["patches"] = apply_patches(src)
             commands = commands_for(os.cpu_count())
             steps = globals()["build"](commands, log)    # the parameter `build` hides the function
             info.update(seconds=round(time.monotonic() - t0, 1), built=True)
