@@ -2,6 +2,7 @@
 safely, built where 05 needs it, and reused while its stamp matches. No network, no compiler: the
 sdist is a small tarball served from 127.0.0.1, the build a function that writes a fake binary."""
 import functools
+import json
 import hashlib
 import http.server
 import io
@@ -22,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PIN = embedded.PINNED_XLLAMACPP
 TOP = f"xllamacpp-{PIN}"
 TREE = f"{TOP}/thirdparty/llama.cpp"
+# what sparkkit's patches change, as b11549 has it (the patch's own old blocks, between lines of other code)
+PATCHED = {f"{TREE}/{target}": f"// before\n{old}// after\n".encode() for target, old, _ in
+           (h for p in llamacpp.patches() for h in llamacpp._hunks(p.read_text()))}
 GOOD = {f"{TREE}/CMakeLists.txt": b"project(llama.cpp)\n", f"{TREE}/tools/ui/CMakeLists.txt": b"\n",
         f"{TREE}/tools/ui/ui.h.in": b"\n", f"{TREE}/tools/ui/ui.cpp.in": b"\n",
-        f"{TREE}/scripts/run.sh": b"#!/bin/sh\n", f"{TOP}/setup.py": b"# not llama.cpp\n"}
+        f"{TREE}/scripts/run.sh": b"#!/bin/sh\n", f"{TOP}/setup.py": b"# not llama.cpp\n", **PATCHED}
 
 
 def _tarball(path: Path, files: dict[str, bytes], extra=()) -> Path:
@@ -212,6 +216,12 @@ def test_auto_builds_the_pinned_release_on_a_gpu_box_then_reuses_it(gpu_box, mon
                                                                                   False, True)
     assert b["source"]["sha256"] == _sha(gpu_box.archive) and b["source"]["url"] and "seconds" in b
     assert Path(b["stamp"]).is_file()
+    assert b["patches"] == [p.name for p in llamacpp.patches()] and b["patches"]
+    tree = Path(b["tree"])
+    for name, (target, old, new) in zip(PATCHED, (h for p in llamacpp.patches() for h in llamacpp._hunks(p.read_text()))):
+        text = (tree / target).read_text()
+        assert new in text and old not in text and text.startswith("// before\n") and text.endswith("// after\n")
+    assert json.loads(Path(b["stamp"]).read_text())["patches"] == llamacpp.patch_ids()
 
     def no_fetch(*a, **k):
         raise AssertionError("a reused build fetches nothing")
@@ -225,6 +235,28 @@ def test_auto_builds_the_pinned_release_on_a_gpu_box_then_reuses_it(gpu_box, mon
     monkeypatch.setattr(llamacpp, "fetch_source", lambda *a, **k: gpu_box.archive)
     other = llamacpp.run(cuda_arch="90")                      # another arch: the stamp no longer matches
     assert len(gpu_box) == 2 and "-DCMAKE_CUDA_ARCHITECTURES=90" in gpu_box[1][0] and not other.build["reused"]
+
+
+def test_a_tree_the_patch_does_not_fit_is_one_sentence_and_nothing_is_built(tmp_path):
+    tree = tmp_path / "tree"
+    for name, data in PATCHED.items():
+        (tree / name[len(TREE) + 1:]).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name[len(TREE) + 1:]).write_bytes(data.replace(b"iterate(slots", b"iterate(other"))
+    before = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+    with pytest.raises(SparkkitError, match=r"patch 0001-.*does not fit .* remove .* re-run 04"):
+        llamacpp.apply_patches(tree)
+    assert {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()} == before
+    fresh = tmp_path / "fresh"
+    for name, data in PATCHED.items():
+        (fresh / name[len(TREE) + 1:]).parent.mkdir(parents=True, exist_ok=True)
+        (fresh / name[len(TREE) + 1:]).write_bytes(data)
+    assert llamacpp.apply_patches(fresh) == llamacpp.apply_patches(fresh)      # applied once, then recognised
+
+
+def test_the_rendered_commands_apply_the_same_patches_with_patch_p1(tmp_path):
+    cmds = llamacpp.pinned_source_commands(str(tmp_path))
+    assert [c for c in cmds if c.startswith("patch -p1 -d ")] == [
+        f"patch -p1 -d {tmp_path}/build/llama.cpp-b11549 < {p}" for p in llamacpp.patches()]
 
 
 def test_a_stamped_binary_that_does_not_answer_is_rebuilt(gpu_box):
