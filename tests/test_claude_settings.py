@@ -103,3 +103,14 @@ def test_a_file_that_cannot_be_replaced_leaves_no_partial(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert path.read_text() == '{"env": {}}'
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_the_env_table_hides_the_token_and_shows_the_context_numbers():
+    from pathlib import Path
+    w = claude.Wiring(claude.SettingsWrite(Path("/x"), None, [], [], []),
+                      claude.settings_env("http://127.0.0.1:8080", "gpt-oss-120b", 131072, "sk-secret"), None, None,
+                      None, "p")
+    shown = dict(zip(w.env_table()["variable"], w.env_table()["value"]))
+    assert shown["ANTHROPIC_AUTH_TOKEN"] == "***" and "sk-secret" not in str(shown)
+    assert shown["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "131072" and shown["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
+    assert shown["CLAUDE_CODE_MAX_RETRIES"] == str(claude.MAX_RETRIES)

@@ -275,7 +275,8 @@ class Wiring:
 
     def env_table(self):
         import pandas as pd
-        return pd.DataFrame([{"variable": k, "value": "***" if "TOKEN" in k or "KEY" in k else v}
+        # only secrets are hidden: CLAUDE_CODE_MAX_CONTEXT_TOKENS is a number an owner wants to see
+        return pd.DataFrame([{"variable": k, "value": "***" if records.is_secret(k) else v}
                              for k, v in self.env.items()])
 
     def transcript(self):

@@ -51,6 +51,11 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def is_secret(key: str) -> bool:
+    """A key whose value is a secret (…_TOKEN, …_API_KEY, secret, password, serial): what `redact` hides."""
+    return bool(_SECRET_KEY.search(str(key)))
+
+
 def redact(obj: Any) -> Any:
     """A copy of `obj` with every secret-looking key's value replaced by '***'."""
     if isinstance(obj, dict):

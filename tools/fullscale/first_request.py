@@ -1,25 +1,28 @@
 """What Claude Code's FIRST request in a new project costs on gpt-oss-120b under llama.cpp b11549.
 
-Subcommands (run here unless marked "device"):
+Subcommands (run here unless marked "device"); REC is records/fullscale/first-request:
 
-  bodies DIR        the request bodies, from Claude Code 2.1.332's captured first request with the wired
+  bodies REC/bodies the request bodies, from Claude Code 2.1.332's captured first request with the wired
                     settings (ENABLE_TOOL_SEARCH=false: 21 tools; CLAUDE_CODE_ATTRIBUTION_HEADER=0: the
                     capture's billing-header system block dropped, as run4_attr0 shows the CLI does), with
-                    the sanitised placeholders filled for two projects of one owner:
+                    the sanitised placeholders filled for two projects of one owner, max_tokens 16:
                       A.json      /home/owner/projects/alpha, "say hi"
                       A2.json     the same directory, a new session and another first prompt
                       B.json      /home/owner/projects/bravo-service, "say hi" (a second project)
-  render DIR        each body as llama.cpp renders it (its Anthropic→OpenAI conversion, then the chat
-                    template; the real gpt-oss template by default) → DIR/<name>.<template>.txt
-  tokens DIR OUT    real-tokenizer (o200k_harmony, tiktoken) counts of the rendered prompts, the first
-                    token where B differs from A, and where the first differing characters sit
-  replay URL DIR OUT.jsonl NAME…   (device, or here against the embedded engine) POST each body to
-                    URL/v1/messages (stream, max_tokens 16) and record usage from message_start
-                    (input_tokens = uncached, cache_read_input_tokens = reused), TTFT and wall seconds
-  local DIR OUTDIR  the same sequences on the embedded llama.cpp (xllamacpp b11549, CPU) with a tiny
-                    gpt-oss (same vocabulary as the 120b stand-in, real template): the reuse logic at no
-                    device cost, for each launch setting
-  spark RESULTS     the Spark wait: plan.prefill_forecast integrated over the uncached tokens
+  tokens REC OUT    each body as llama.cpp renders it (its Anthropic→OpenAI conversion, then the real gpt-oss
+                    template: REC/rendered/<name>.real.txt, byte-identical to the server's /apply-template),
+                    its count with gpt-oss's tokenizer (o200k_harmony through tiktoken, from a local
+                    o200k_base.tiktoken: O200K=path), and the first token where A2 and B differ from A
+                    (the same for the stand-in's compact template, counts only)
+  replay URL REC/bodies OUT.jsonl NAME…   POST each body to URL/v1/messages (stream, as the CLI sends it)
+                    and record usage from message_start (input_tokens = uncached, cache_read_input_tokens =
+                    reused), TTFT and wall seconds (CONFIG=label names the launch setting in the rows)
+  local REC OUTDIR [real|tiny [CONFIG…]]   the sequences of CONFIGS on the embedded llama.cpp (xllamacpp b11549, CPU)
+                    with a tiny gpt-oss that has the 120b stand-in's vocabulary and the real (or the
+                    stand-in's) template: the reuse logic at no device cost
+  spark N[@C]…      the GB10 wait for N uncached tokens after C cached ones: plan.prefill_forecast summed
+                    over llama.cpp's 2048-token micro-batches
+Device side: first_request.sh / first_request_device.py (one call: build, generate, serve, replay).
 
 The 120b-shaped stand-in's vocabulary is not o200k: it counts tokens differently. Its timings give the
 prefill rate of the real shapes; `tokens` gives the real token count the owner's model sees.
@@ -152,8 +155,9 @@ def tokens(d: Path, out: Path) -> dict:
             tmpl = tpath.read_text()
         for name, b in bodies.items():
             text = render(b, tmpl)
-            (d / "rendered").mkdir(exist_ok=True)
-            (d / "rendered" / f"{name}.{tname}.txt").write_text(text)
+            if tname == "real":
+                (d / "rendered").mkdir(exist_ok=True)
+                (d / "rendered" / f"{name}.{tname}.txt").write_text(text)
             ids = enc.encode(text, allowed_special="all")
             toks[(tname, name)] = (text, ids)
             res["prompts"][f"{name}.{tname}"] = {"chars": len(text), "o200k_tokens": len(ids)}
@@ -249,10 +253,11 @@ CONFIGS = {   # label → launch-setting changes from sparkkit's defaults (engin
     "cache-reuse-256": {"n_cache_reuse": 256},
     "swa-full": {"swa_full": True},
     "swa-full+cache-reuse-256": {"swa_full": True, "n_cache_reuse": 256},
+    "np4": {"n_parallel": 4},   # 02's plan since 0e62431: 4 slots in one pool (--kv-unified)
 }
 
 
-def local(d: Path, outdir: Path, template: str = "real") -> None:
+def local(d: Path, outdir: Path, template: str = "real", only: list[str] | None = None) -> None:
     """Each config on the embedded llama.cpp (xllamacpp, the pinned b11549) with a tiny gpt-oss whose
     vocabulary is the 120b stand-in's (common_words) and whose template is the real one."""
     import socket
@@ -266,8 +271,11 @@ def local(d: Path, outdir: Path, template: str = "real") -> None:
         generate(model, TinySpec(vocab_words=common_words(), chat_template=tmpl, tool_name="Read",
                                  tool_args='{"file_path": "x"}'))
     results = outdir / f"local-{template}.jsonl"
-    results.unlink(missing_ok=True)
+    if not only:
+        results.unlink(missing_ok=True)
     for label, changes in CONFIGS.items():
+        if only and label not in only:
+            continue
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -325,7 +333,7 @@ def main(argv: list[str]) -> None:
     elif cmd == "replay":
         replay(argv[1], Path(argv[2]), Path(argv[3]), argv[4:], os.environ.get("CONFIG", ""))
     elif cmd == "local":
-        local(Path(argv[1]), Path(argv[2]), argv[3] if len(argv) > 3 else "real")
+        local(Path(argv[1]), Path(argv[2]), argv[3] if len(argv) > 3 else "real", argv[4:])
     elif cmd == "spark":
         for n in argv[1:]:
             u, _, c = n.partition("@")
