@@ -253,7 +253,8 @@ CONFIGS = {   # label → launch-setting changes from sparkkit's defaults (engin
     "cache-reuse-256": {"n_cache_reuse": 256},
     "swa-full": {"swa_full": True},
     "swa-full+cache-reuse-256": {"swa_full": True, "n_cache_reuse": 256},
-    "np4": {"n_parallel": 4},   # 02's plan since 0e62431: 4 slots in one pool (--kv-unified)
+    "np4": {"n_parallel": 4},   # 02's plan since 0e62431: 4 slots in one pool (--kv-unified), at -c 65536
+    "np4-c131072": {"n_parallel": 4, "n_ctx": 131072},   # the same at the owner's -c 131072
 }
 
 
