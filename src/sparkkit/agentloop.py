@@ -446,18 +446,18 @@ class LoopReport:
     notes: list[str] = field(default_factory=list)
 
     def table(self):
-        import pandas as pd
+        from .tables import WholeTable
         cols = ["n", "session", "conversation", "turn", "spawn", "status", "prompt_tokens", "cached_tokens",
                 "reuse_pct", "queued_s", "waited_s", "server_s", "first_byte_s", "arrive_s", "overlap", "error"]
-        return pd.DataFrame(self.requests, columns=cols)
+        return WholeTable(self.requests, columns=cols)
 
     def sessions_table(self):
-        import pandas as pd
-        return pd.DataFrame([asdict(s) for s in self.sessions])
+        from .tables import WholeTable
+        return WholeTable([asdict(s) for s in self.sessions])
 
     def goals_table(self):
-        import pandas as pd
-        return pd.DataFrame([{"goal": g.name, "measured": g.measured, "target": g.goal, "unit": g.unit,
+        from .tables import WholeTable
+        return WholeTable([{"goal": g.name, "measured": g.measured, "target": g.goal, "unit": g.unit,
                               "ratio": g.ratio, "met": g.met, "detail": g.detail} for g in self.goals])
 
     def figure(self):

@@ -274,18 +274,18 @@ class Wiring:
         return verdict, headline, results
 
     def env_table(self):
-        import pandas as pd
+        from .tables import WholeTable
         # only secrets are hidden: CLAUDE_CODE_MAX_CONTEXT_TOKENS is a number an owner wants to see
-        return pd.DataFrame([{"variable": k, "value": "***" if records.is_secret(k) else v}
+        return WholeTable([{"variable": k, "value": "***" if records.is_secret(k) else v}
                              for k, v in self.env.items()])
 
     def transcript(self):
-        import pandas as pd
+        from .tables import WholeTable
         rows = [{"step": "tool_use", "detail": f"{t['name']}({json.dumps(t['input'])})"} for t in self.run.tool_uses]
         rows += [{"step": "tool_result" + (" (error)" if r["is_error"] else ""), "detail": r["content"][:200]}
                  for r in self.run.tool_results]
         rows.append({"step": "final reply", "detail": self.run.result})
-        return pd.DataFrame(rows)
+        return WholeTable(rows)
 
 
 def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin: str = "",
