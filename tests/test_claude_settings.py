@@ -114,3 +114,18 @@ def test_the_env_table_hides_the_token_and_shows_the_context_numbers():
     assert shown["ANTHROPIC_AUTH_TOKEN"] == "***" and "sk-secret" not in str(shown)
     assert shown["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "131072" and shown["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
     assert shown["CLAUDE_CODE_MAX_RETRIES"] == str(claude.MAX_RETRIES)
+
+
+def test_the_first_request_is_counted_in_the_served_models_tokens(tmp_path, monkeypatch):
+    """gpt-oss's tokenizer: 13,822 (a 32k context holds it); sparkkit's generated models: ~37.7k of their own."""
+    import pytest
+    from sparkkit import records
+    from sparkkit.errors import SparkkitError
+    monkeypatch.setenv("SPARKKIT_HOME", str(tmp_path))
+    launch = {"model": str(tmp_path / "m.gguf"), "context": 32768, "slots": 4, "kv_unified": True}
+    claude.check_context(launch)                                        # a real gpt-oss: fits
+    records.update_state("model", {"model": "embedded", "path": launch["model"],
+                                   "source": "generated (scripted tiny gpt-oss)"})
+    with pytest.raises(SparkkitError, match=r"first request alone is 37,700 tokens: re-run 02-plan with -p context 65536"):
+        claude.check_context(launch)
+    claude.check_context({**launch, "model": str(tmp_path / "other.gguf")})   # another file than 03's: gpt-oss's count

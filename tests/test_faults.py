@@ -126,7 +126,7 @@ def test_07_refuses_a_context_claude_code_cannot_fit_in_one_sentence(home, tmp_p
                           {"kind": "embedded"})
     try:
         with pytest.raises(SparkkitError, match=r"context is 8192 tokens, but Claude Code .*first request alone is "
-                                                r"37,430 tokens: re-run 02-plan with -p context 65536"):
+                                                r"13,822 tokens: re-run 02-plan with -p context 32768"):
             claude.run("sandbox", "", True, "")
         assert not claude.settings_path("sandbox").exists()          # nothing wired for a turn that cannot run
     finally:

@@ -26,9 +26,12 @@ from .errors import SparkkitError
 
 PINNED_CLI = "2.1.332"
 LOCAL_TOKEN = "sparkkit-local"   # what Claude Code sends when the server has no key: not a secret
-# Claude Code's first request (system prompt, tools, the first user turn): 37,430 tokens with 2.1.332 and
-# gpt-oss's tokenizer (the server log of records/fullscale/h200-run1). A context below it cannot take one turn.
-FIRST_REQUEST_TOKENS = 37_430
+# Claude Code's first request (system prompt, the 21 tools, the first user turn) with 2.1.332: 13,822 tokens with
+# gpt-oss's own tokenizer (o200k_harmony; records/fullscale/first-request/NOTES.md). sparkkit's generated models
+# (the embedded default, `03 -p source generate`) split the same request into ~37.6k tokens of their own vocabulary
+# (the server log of records/fullscale/h200-run1 and the agent-loop benchmark). A context below it cannot take one turn.
+FIRST_REQUEST_TOKENS = 13_822
+STANDIN_FIRST_REQUEST_TOKENS = 37_700
 CONTEXT_HEADROOM = 8_192          # room for the answer and a few tool results before compaction
 NPM_PACKAGE = "@anthropic-ai/claude-code"
 MAX_RETRIES = 2                   # CLAUDE_CODE_MAX_RETRIES: the 500 storm ends in seconds, not minutes
@@ -380,15 +383,25 @@ def window(launch: dict[str, Any]) -> int:
     return context if launch.get("kv_unified", True) else context // slots
 
 
+def first_request_tokens(launch: dict[str, Any]) -> int:
+    """Claude Code's first request in the served model's tokens: a model sparkkit generated (03's state says so for
+    this very file) has its own vocabulary; anything else is gpt-oss's tokenizer."""
+    placed = records.load_state().get("model") or {}
+    generated = str(placed.get("source", "")).startswith("generated") and placed.get("path") == launch.get("model")
+    return STANDIN_FIRST_REQUEST_TOKENS if generated else FIRST_REQUEST_TOKENS
+
+
 def check_context(launch: dict[str, Any]) -> None:
     """Refuse, in one sentence, a server whose context per conversation cannot hold Claude Code's first request."""
-    need = FIRST_REQUEST_TOKENS + CONTEXT_HEADROOM
+    first = first_request_tokens(launch)
+    need = first + CONTEXT_HEADROOM
     slots = max(launch.get("slots", 1), 1)
     if "context" in launch and window(launch) < need:
+        enough = 1 << (need - 1).bit_length()
         raise SparkkitError(f"the server's context is {launch['context']} tokens"
                             + (f" split over {slots} slots" if slots > 1 else "")
-                            + f", but Claude Code {PINNED_CLI}'s first request alone is {FIRST_REQUEST_TOKENS:,} "
-                            f"tokens: re-run 02-plan with -p context 65536 or more (or -p context 0 for the "
+                            + f", but Claude Code {PINNED_CLI}'s first request alone is {first:,} "
+                            f"tokens: re-run 02-plan with -p context {enough} or more (or -p context 0 for the "
                             "largest that fits), then 05-serve and 07")
 
 
