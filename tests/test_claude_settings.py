@@ -129,3 +129,30 @@ def test_the_first_request_is_counted_in_the_served_models_tokens(tmp_path, monk
     with pytest.raises(SparkkitError, match=r"first request alone is 37,700 tokens: re-run 02-plan with -p context 65536"):
         claude.check_context(launch)
     claude.check_context({**launch, "model": str(tmp_path / "other.gguf")})   # another file than 03's: gpt-oss's count
+
+
+def _fake_cli(tmp_path, body: str):
+    cli = tmp_path / "claude"
+    cli.write_text("#!/bin/sh\n" + body + "\n")
+    cli.chmod(0o755)
+    return cli
+
+
+def test_ask_reports_each_tool_call_and_the_answer_while_the_cli_runs(tmp_path):
+    """A transcript the real CLI 2.1.332 wrote (tests/replay/claude-stream-read.jsonl: `claude -p … --output-format
+    stream-json --verbose` reading sparkkit's probe through the embedded llama.cpp), played back line by line."""
+    from pathlib import Path
+    recorded = Path(__file__).parent / "replay" / "claude-stream-read.jsonl"
+    lines: list[str] = []
+    run = claude.ask(_fake_cli(tmp_path, f"cat {recorded}"), "p", tmp_path, tmp_path, progress=lines.append)
+    assert run.exit_code == 0 and run.turns == 2 and run.result == "Hello! This is tiny-gpt-oss speaking."
+    assert [t["name"] for t in run.tool_uses] == ["Read"] and not run.tool_results[0]["is_error"]
+    assert [line.split("] ", 1)[1].split("(")[0].split(":")[0] for line in lines] == [
+        "Claude Code calls Read", "tool result", "answer after 2 turn"]
+
+
+def test_ask_stops_a_cli_that_runs_past_its_timeout_in_one_sentence(tmp_path):
+    import pytest
+    from sparkkit.errors import SparkkitError
+    with pytest.raises(SparkkitError, match=r"did not finish within 1 s; is the server answering"):
+        claude.ask(_fake_cli(tmp_path, "exec sleep 30"), "p", tmp_path, tmp_path, timeout=1)

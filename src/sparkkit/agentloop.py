@@ -552,7 +552,7 @@ def run(sessions: list[Session] | None = None, base_url: str = "", key: str | No
             progress(f"agent loop: {s.name} in {project.name} …")
             t_cli = time.monotonic()
             try:
-                r = claude.ask(cli, s.prompt, home, project, timeout, add_dirs=(probe.parent,))
+                r = claude.ask(cli, s.prompt, home, project, timeout, add_dirs=(probe.parent,), progress=progress)
                 run_ = SessionRun(s.name, project.name, round(r.seconds, 2), r.exit_code, r.turns,
                                   [t["name"] for t in r.tool_uses], r.result[:200])
                 if r.exit_code != 0:

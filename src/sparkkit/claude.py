@@ -16,10 +16,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import records
 from .errors import SparkkitError
@@ -204,41 +205,64 @@ class CliRun:
 
 
 def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0,
-        add_dirs: tuple[Path, ...] = ()) -> CliRun:
-    """Run `claude -p PROMPT` with its settings from `home`; parse the stream-json transcript."""
+        add_dirs: tuple[Path, ...] = (), progress: Callable[[str], None] | None = None) -> CliRun:
+    """Run `claude -p PROMPT` with its settings from `home`; parse the stream-json transcript as it comes
+    (`progress` gets one line per tool call, tool result and answer while the CLI runs)."""
     # A clean environment: the settings file alone must be enough (and the caller's own
     # ANTHROPIC_* variables must not leak into the proof).
     env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1"}
     t0 = time.monotonic()
+    extra = [a for d in add_dirs for a in ("--add-dir", str(d))]
+    proc = subprocess.Popen([str(cli), "-p", prompt, "--output-format", "stream-json", "--verbose", *extra],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    killed = threading.Event()
+    timer = threading.Timer(timeout, lambda: (killed.set(), proc.kill()))
+    timer.start()
+    run = CliRun(0, 0.0, "", None)
     try:
-        extra = [a for d in add_dirs for a in ("--add-dir", str(d))]
-        proc = subprocess.run([str(cli), "-p", prompt, "--output-format", "stream-json", "--verbose", *extra],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
+        for line in proc.stdout:
+            _read_event(line, run, progress, t0)
+        proc.wait()
+    finally:
+        timer.cancel()
+    reader.join(timeout=5)
+    if killed.is_set():
         raise SparkkitError(f"Claude Code did not finish within {timeout:.0f} s; is the server answering? "
-                            f"(06-verify checks it)") from e
-    run = CliRun(proc.returncode, time.monotonic() - t0, "", None, stderr_tail=proc.stderr[-1500:])
-    for line in proc.stdout.splitlines():
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        content = (ev.get("message") or {}).get("content") if isinstance(ev.get("message"), dict) else None
-        for block in content if isinstance(content, list) else []:
-            if block.get("type") == "tool_use":
-                run.tool_uses.append({"name": block.get("name"), "input": block.get("input")})
-            elif block.get("type") == "tool_result":
-                text = block.get("content")
-                text = text if isinstance(text, str) else json.dumps(text)
-                run.tool_results.append({"is_error": bool(block.get("is_error")), "content": text[:500]})
-        if ev.get("type") == "result":
-            run.result = ev.get("result") or ""
-            run.turns = ev.get("num_turns")
-            if ev.get("is_error"):
-                run.exit_code = run.exit_code or 1
+                            f"(06-verify checks it)")
+    run.exit_code = proc.returncode or run.exit_code
+    run.seconds = time.monotonic() - t0
+    run.stderr_tail = "".join(err)[-1500:]
     return run
+
+
+def _read_event(line: str, run: CliRun, progress: Callable[[str], None] | None, t0: float) -> None:
+    """One line of `--output-format stream-json`: tool calls, tool results and the result go into `run`."""
+    try:
+        ev = json.loads(line)
+    except json.JSONDecodeError:
+        return
+    say = (lambda text: progress(f"  [{time.monotonic() - t0:5.1f} s] {text}")) if progress else (lambda text: None)
+    content = (ev.get("message") or {}).get("content") if isinstance(ev.get("message"), dict) else None
+    for block in content if isinstance(content, list) else []:
+        if block.get("type") == "tool_use":
+            run.tool_uses.append({"name": block.get("name"), "input": block.get("input")})
+            say(f"Claude Code calls {block.get('name')}({json.dumps(block.get('input'))[:100]})")
+        elif block.get("type") == "tool_result":
+            text = block.get("content")
+            text = text if isinstance(text, str) else json.dumps(text)
+            run.tool_results.append({"is_error": bool(block.get("is_error")), "content": text[:500]})
+            say(f"tool result{' (error)' if block.get('is_error') else ''}: {len(text)} characters")
+    if ev.get("type") == "result":
+        run.result = ev.get("result") or ""
+        run.turns = ev.get("num_turns")
+        if ev.get("is_error"):
+            run.exit_code = 1
+        say(f"{'error' if ev.get('is_error') else 'answer'} after {run.turns} turn(s): {run.result[:100]!r}")
 
 
 SCOPES = ("auto", "sandbox", "user", "project")
@@ -329,9 +353,9 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
     cli = ensure_cli(claude_bin)
     home = sandbox_home() if scope == "sandbox" else Path.home()
     if scope == "project":    # a session started in the project, as the owner's would be; the probe read from outside
-        result = ask(cli, prompt, home, project_root(project_dir), timeout, add_dirs=(probe.parent,))
+        result = ask(cli, prompt, home, project_root(project_dir), timeout, add_dirs=(probe.parent,), progress=print)
     else:
-        result = ask(cli, prompt, home, probe.parent, timeout)
+        result = ask(cli, prompt, home, probe.parent, timeout, progress=print)
     return Wiring(written, env, cli, cli_version(cli), result, prompt, bridged, notes)
 
 
