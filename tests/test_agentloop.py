@@ -70,6 +70,9 @@ def test_slot_waits_follow_the_order_the_engine_served():
     wait = agentloop._queue([r for r in reqs], slots=1)
     assert wait[2] == 0.0 and wait[3] == pytest.approx(0.9)        # A waited for main's turn to end (6.1 -> 7)
     assert agentloop._queue(reqs, slots=2)[3] == 0.0
+    # served out of arrival order: main's turn (arrived first) waited for the agent the engine took first
+    first, second = req(1, "s", {}, 0.0, 5.0, 6.0, 10, 0), req(2, "s", {}, -0.01, 6.5, 7.0, 10, 0)
+    assert agentloop._queue([first, second], slots=1)[2] == pytest.approx(6.01)
 
 
 def test_goals_are_ratios_of_what_was_measured():
@@ -79,6 +82,7 @@ def test_goals_are_ratios_of_what_was_measured():
     assert later.measured == pytest.approx(0.4444) and later.met is False and "agent-1 turn 2" in later.detail
     assert g["a subagent kind spawned again reuses"].ratio == pytest.approx(0.875 / 0.8, abs=1e-3)
     assert g["main waits behind others at most one decode step"].goal == 0.05
+    assert g["main queues for a slot at most one decode step"].measured == 0.0   # main never queued here (1 slot)
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -254,3 +258,12 @@ def test_a_wait_is_what_an_overlapped_request_took_beyond_a_line_through_the_lon
     got = {r["n"]: r for r in agentloop.rows(alone + behind, slots=4)}
     assert got[1]["waited_s"] == 0.0 and not got[1]["overlap"]
     assert got[5]["overlap"] and got[5]["waited_s"] == pytest.approx(5.1 - 0.5, abs=0.05)
+
+
+def test_a_ping_while_the_engine_prefills_is_not_the_first_answer():
+    """llama.cpp b11549 sends the SSE comment ":\\n\\n" every 30 s of silence (server-context.cpp, sse_ping_interval)."""
+    r = Request(1, "POST", "/v1/messages", "s", time.monotonic())
+    r.feed(b":\n\n")
+    assert r.first is None
+    r.feed(MESSAGE_START)
+    assert r.first is not None and r.prompt_tokens == 1000

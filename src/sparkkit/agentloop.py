@@ -93,7 +93,8 @@ class Request:
     _tail: bytes = field(default=b"", repr=False)
 
     def feed(self, chunk: bytes) -> None:
-        if self.first is None:
+        # the first answer, not the first byte: llama.cpp sends SSE comment pings (": ping") while it prefills
+        if self.first is None and any(ln.strip() and not ln.lstrip().startswith(b":") for ln in chunk.split(b"\n")):
             self.first = time.monotonic()
         self._tail = (self._tail + chunk)[-16384:]
         if self.prompt_tokens is None and len(self._buf) < 1 << 20:
@@ -275,8 +276,9 @@ def _queue(reqs: list[Request], slots: int) -> dict[int, float]:
     wait: dict[int, float] = {}
     for r in sorted(reqs, key=lambda r: r.first if r.first is not None else (r.end or r.arrive)):
         end = r.end if r.end is not None else r.arrive
-        t = r.arrive
-        for candidate in [r.arrive] + sorted(e for _, e in started if e > r.arrive):
+        earliest = max([r.arrive] + [st for st, _ in started])     # served after the ones before it
+        t = earliest
+        for candidate in [earliest] + sorted(e for _, e in started if e > earliest):
             busy = sum(1 for s, e in started if s <= candidate < e)
             if busy < slots:
                 t = candidate
@@ -403,6 +405,8 @@ def goals(table: list[dict[str, Any]], decode_step_s: float | None) -> list[Goal
     worst_respawn = min(respawn, key=lambda r: r["reuse_pct"], default=None)
     main_waits = [r for r in table if r["conversation"] == "main" and r["waited_s"] is not None]
     longest = max(main_waits, key=lambda r: r["waited_s"], default=None)
+    mains = [r for r in table if r["conversation"] == "main"]
+    queued = max(mains, key=lambda r: r["queued_s"], default=None)
     step = decode_step_s or 0.0
     return [
         Goal("later turns reuse", worst["reuse_pct"] / 100 if worst else None, GOAL_LATER_REUSE, "fraction",
@@ -412,6 +416,10 @@ def goals(table: list[dict[str, Any]], decode_step_s: float | None) -> list[Goal
              GOAL_RESPAWN_REUSE, "fraction",
              detail=(f"lowest: request {worst_respawn['n']} ({worst_respawn['session']} "
                      f"{worst_respawn['conversation']})" if worst_respawn else "no kind was spawned twice")),
+        Goal("main queues for a slot at most one decode step", queued["queued_s"] if queued else None,
+             step, "s", higher_is_better=False,
+             detail=(f"longest: request {queued['n']} ({queued['session']}) waited {queued['queued_s']:.2f} s for a "
+                     f"slot (the launch's slots replayed over the requests)" if queued else "no main request")),
         Goal("main waits behind others at most one decode step", longest["waited_s"] if longest else None,
              step, "s", higher_is_better=False,
              detail=(f"longest: request {longest['n']} ({longest['session']}): first byte after "
