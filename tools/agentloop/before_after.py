@@ -80,7 +80,7 @@ def main() -> int:
         print(table.to_string(index=False))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([{"launch": r["name"], **r["report"].record()[2]} for r in results], indent=1,
+    out.write_text(json.dumps([{"run": r["name"], **r["report"].record()[2]} for r in results], indent=1,
                               default=str) + "\n")
     print(f"written {out}")
     return 0
