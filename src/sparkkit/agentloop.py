@@ -357,8 +357,8 @@ def rows(reqs: list[Request], slots: int) -> list[dict[str, Any]]:
         overlap = _overlaps(r, msgs)
         own = (alone[0] + alone[1] * (r.prompt_tokens - (r.cached_tokens or 0))
                if alone and r.prompt_tokens is not None else None)
-        waited = (0.0 if not overlap else max(0.0, first_ms - own) if first_ms is not None and own is not None
-                  else None)
+        waited = (None if first_ms is None else 0.0 if not overlap else max(0.0, first_ms - own)
+                  if own is not None else None)
         out.append({
             "n": r.n, "session": r.session, "conversation": names[key], "turn": turn,
             "spawn": kinds_seen.get(kind, 0) if turn == 1 and names[key] != "main" else None,
