@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PIN = embedded.PINNED_XLLAMACPP
 TOP = f"xllamacpp-{PIN}"
 TREE = f"{TOP}/thirdparty/llama.cpp"
-# what sparkkit's patches change, as b11549 has it (the patch's own old blocks, between lines of other code)
-PATCHED = {f"{TREE}/{target}": f"// before\n{old}// after\n".encode() for target, old, _ in
-           (h for p in llamacpp.patches() for h in llamacpp._hunks(p.read_text()))}
+# what sparkkit's patches change, as b11549 has it (each file: the patch's own old blocks, between lines of other code)
+HUNKS = [h for p in llamacpp.patches() for h in llamacpp._hunks(p.read_text())]
+PATCHED: dict[str, bytes] = {}
+for _target, _old, _ in HUNKS:
+    PATCHED[f"{TREE}/{_target}"] = PATCHED.get(f"{TREE}/{_target}", b"// before\n") + _old.encode() + b"// other code\n"
+PATCHED = {k: v + b"// after\n" for k, v in PATCHED.items()}
 GOOD = {f"{TREE}/CMakeLists.txt": b"project(llama.cpp)\n", f"{TREE}/tools/ui/CMakeLists.txt": b"\n",
         f"{TREE}/tools/ui/ui.h.in": b"\n", f"{TREE}/tools/ui/ui.cpp.in": b"\n",
         f"{TREE}/scripts/run.sh": b"#!/bin/sh\n", f"{TOP}/setup.py": b"# not llama.cpp\n", **PATCHED}
@@ -218,7 +221,8 @@ def test_auto_builds_the_pinned_release_on_a_gpu_box_then_reuses_it(gpu_box, mon
     assert Path(b["stamp"]).is_file()
     assert b["patches"] == [p.name for p in llamacpp.patches()] and b["patches"]
     tree = Path(b["tree"])
-    for name, (target, old, new) in zip(PATCHED, (h for p in llamacpp.patches() for h in llamacpp._hunks(p.read_text()))):
+    assert len(HUNKS) == 2 and len(PATCHED) == 1          # the prompt loop's order, and a short prompt's own batch
+    for target, old, new in HUNKS:
         text = (tree / target).read_text()
         assert new in text and old not in text and text.startswith("// before\n") and text.endswith("// after\n")
     assert json.loads(Path(b["stamp"]).read_text())["patches"] == llamacpp.patch_ids()
