@@ -77,12 +77,23 @@ def test_slot_waits_follow_the_order_the_engine_served():
 
 def test_goals_are_ratios_of_what_was_measured():
     rows = agentloop.rows(session(), slots=1)
-    g = {x.name: x for x in agentloop.goals(rows, decode_step_s=0.05)}
+    g = {x.name: x for x in agentloop.goals(rows, decode_step_s=0.05, server_step_s=0.8)}
     later = g["later turns reuse"]
     assert later.measured == pytest.approx(0.4444) and later.met is False and "agent-1 turn 2" in later.detail
     assert g["a subagent kind spawned again reuses"].ratio == pytest.approx(0.875 / 0.8, abs=1e-3)
-    assert g["main waits behind others at most one decode step"].goal == 0.05
+    wait = g["main waits behind others at most one server step"]
+    assert wait.goal == 0.8 and "one server step 0.80 s" in wait.detail and "alone 50 ms" in wait.detail
     assert g["main queues for a slot at most one decode step"].measured == 0.0   # main never queued here (1 slot)
+
+
+def test_one_server_step_is_a_batch_at_the_alone_rate_plus_a_decode_step():
+    reqs = session()            # alone: 1 (1000 new tokens, 5 s), 4 (100, 1.8 s), 5 (500, 0.4 s); 2 and 3 overlap
+    per_token = agentloop.own_time(reqs)[1]
+    assert per_token == pytest.approx(1540 / 406_667, rel=1e-3)
+    assert agentloop.server_step(reqs, 2048, 0.05) == pytest.approx(per_token * 2048 + 0.05, abs=1e-4)
+    assert agentloop.server_step(reqs, 512, None) == pytest.approx(per_token * 512, abs=1e-4)
+    assert agentloop.server_step(reqs, 0, 0.05) is None
+    assert agentloop.server_step(reqs[1:3], 2048, 0.05) is None     # nothing ran alone: no line, no step
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):

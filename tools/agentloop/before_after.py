@@ -46,13 +46,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--binary", default="", help="a llama-server built from the pinned tree without the patches")
     ap.add_argument("--patched", default="", help="the same build with sparkkit's patches applied")
-    ap.add_argument("--threads", type=int, default=0, help="-t for the built servers (0: their default)")
+    ap.add_argument("--threads", type=int, default=0, help="-t for every server (0: their default; 1 leaves a core to the CLI on 2 cores)")
     ap.add_argument("--out", default="records/agentloop/before_after.json")
     ap.add_argument("--only", default="", help="comma-separated run names to do (default: all)")
     args = ap.parse_args()
     embedded = {"kind": "embedded", "python": sys.executable}
-    runs = [("embedded, 1 slot", embedded, dict(slots=1)), ("embedded, 4 slots", embedded, dict(slots=4))]
     extra = dict(threads=args.threads) if args.threads else {}
+    runs = [("embedded, 1 slot", embedded, dict(slots=1, **extra)), ("embedded, 4 slots", embedded, dict(slots=4, **extra))]
     if args.binary:
         runs.append(("llama-server b11549, 4 slots", {"kind": "binary", "path": args.binary}, dict(slots=4, **extra)))
     if args.patched:
