@@ -123,7 +123,13 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monke
     ({"seed": -1}, "seed"),
     ({"context_length": True}, "context_length"),
     ({"tool_rules": (("zqspawn", "Agent", "{}"),)}, "tool_rules"),            # rules without a default tool
-    ({"tool_name": "Read", "tool_rules": (("Spawn", "Agent", "{}"),)}, "tool_rules"),    # not lowercase
+    ({"tool_name": "Read", "tool_rules": (("zqSpawn", "Agent", "{}"),)}, "tool_rules"),  # a capital inside
+    ({"answer_rules": (("Fibonacci", ("a", "a")),)}, "answer_rules"),                   # a repeated piece
+    ({"answer_rules": (("Fibonacci", "a b"),)}, "answer_rules"),                        # pieces not a tuple
+    ({"answer_rules": (("final", ("a",)),)}, "answer_rules"),                           # a harmony word
+    ({"answer_rules": (("Fibonacci", ("a",)),), "n_layer": 3}, "n_layer"),              # no full-attention last layer
+    ({"tool_name": "Read", "tool_rules": (("zqa", "Agent", "{}"),), "answer_rules": (("zqa", ("a",)),)},
+     "answer_rules"),                                                                   # a marker used twice
     ({"tool_name": "Read", "tool_rules": (("zqdev", "Agent", "{}"),)}, "tool_rules"),    # "de" splits it
     ({"tool_name": "Read", "tool_rules": (("zqa", "Agent", "{}"), ("zqa", "Bash", "{}"))}, "tool_rules"),
     ({"tool_name": "Read", "tool_rules": ("zqspawn",)}, "tool_rules"),
@@ -241,6 +247,28 @@ def test_tool_model_calls_the_tool_then_answers(with_tool):
 AGENT_TOOL = {"type": "function", "function": {"name": "Agent", "description": "start a subagent", "parameters": {
     "type": "object", "properties": {"description": {"type": "string"}, "prompt": {"type": "string"}},
     "required": ["description", "prompt"]}}}
+
+
+GUIDE_PROMPT = "Write a Python function that returns the nth Fibonacci number."   # spark-guide §7
+
+
+@pytest.mark.parametrize("quant", ["tiny", "release"])
+def test_an_answer_rule_gives_the_guide_s_prompt_a_code_answer(serve, quant):
+    """The marker word picks the scripted code answer where no tools are declared; other prompts keep
+    REPLY_TEXT, and a prompt that declares tools still calls the tool (Claude Code's turns are unchanged)."""
+    rule = ((tinymodel.CODE_MARKER, tinymodel.CODE_ANSWER),)
+    spec = (release_spec(answer_rules=rule) if quant == "release" else
+            TinySpec(tool_name="Read", tool_args=json.dumps(TOOL_ARGS), answer_rules=rule, vocab_words=common_words()))
+    base = serve(spec)
+    for temperature in (0.0, 1.0):
+        c = chat(base, [{"role": "user", "content": GUIDE_PROMPT}], max_tokens=256, temperature=temperature)
+        assert (c["finish_reason"], c["message"]["content"]) == ("stop", tinymodel.CODE_TEXT)
+    assert chat(base, [{"role": "user", "content": "Say hello in one sentence."}])["message"]["content"] == REPLY_TEXT
+    c = chat(base, [{"role": "user", "content": GUIDE_PROMPT}], tools=[READ_TOOL])
+    assert c["finish_reason"] == "tool_calls" and c["message"]["tool_calls"][0]["function"]["name"] == "Read"
+    import ast
+    tree = ast.parse(tinymodel.CODE_TEXT.split("```python")[1].split("```")[0])
+    assert [f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)] == ["fibonacci"]
 
 
 def test_tool_rules_pick_the_call_by_the_marker_in_the_prompt(serve):

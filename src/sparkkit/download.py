@@ -967,12 +967,14 @@ def download_files(repo: str, files_or_patterns: list[str] | tuple[str, ...] | N
 # ----------------------------------------------------------------------------- placing
 def embedded_spec():
     """The embedded model: scripted to call `Read` on the probe file when tools are offered, and the Agent
-    tool where the prompt holds the agent-loop session's markers (agentloop.tool_rules)."""
+    tool where the prompt holds the agent-loop session's markers (agentloop.tool_rules); the guide's smoke-test
+    prompt gets a code answer (tinymodel.CODE_ANSWER)."""
     from .agentloop import tool_rules
-    from .tinymodel import TinySpec, common_words
+    from .tinymodel import CODE_ANSWER, CODE_MARKER, TinySpec, common_words
     probe = records.probe_file()
     return TinySpec(tool_name="Read", tool_args=json.dumps({"file_path": str(probe)}),
-                    tool_rules=tool_rules(probe), vocab_words=common_words())
+                    tool_rules=tool_rules(probe), answer_rules=((CODE_MARKER, CODE_ANSWER),),
+                    vocab_words=common_words())
 
 
 def place_embedded(model_dir: Path) -> Placed:
@@ -989,7 +991,7 @@ def place_generated(model: str, model_dir: Path, chat_template: str = "") -> Pla
     """`model`'s real shapes and tensor types with scripted weights (tinymodel.gpt_oss_spec), streamed
     to `model_dir`; scripted to call `Read` on the probe file when tools are offered, like the
     embedded model."""
-    from .tinymodel import GPT_OSS_SHAPES, common_words, generate, gpt_oss_spec
+    from .tinymodel import CODE_ANSWER, CODE_MARKER, GPT_OSS_SHAPES, common_words, generate, gpt_oss_spec
     if model not in GPT_OSS_SHAPES:
         raise ParameterError("source", "generate", f"'hub' for {model} (generate knows {', '.join(GPT_OSS_SHAPES)})")
     template = None
@@ -999,7 +1001,7 @@ def place_generated(model: str, model_dir: Path, chat_template: str = "") -> Pla
             raise ParameterError("chat_template", chat_template, "the path of a Jinja file, or empty")
         template = p.read_text(encoding="utf-8")
     spec = gpt_oss_spec(model, tool_name="Read", tool_args=json.dumps({"file_path": str(records.probe_file())}),
-                        vocab_words=common_words(), chat_template=template)
+                        answer_rules=((CODE_MARKER, CODE_ANSWER),), vocab_words=common_words(), chat_template=template)
     t0 = time.monotonic()
     g = generate(Path(model_dir) / f"{model}-scripted.gguf", spec)
     how = f"generated: {model} shapes, scripted weights, {g.size_bytes / (time.monotonic() - t0) / 1e9:.2f} GB/s"

@@ -12,7 +12,9 @@ stream, so greedy and sampled decoding alike (runner-up logprob ~ -38 at T=1) em
 REPLY_TEXT<|return|>`. After REPLY_TEXT the runner-up loops back to its first word (`ignore_eos` runs
 to max_tokens); `endless` makes that loop first choice. With `tool_name`, a prompt that declares tools
 and holds no tool result yet gets `<|start|>assistant to=functions.NAME<|channel|>commentary json
-<|message|>ARGS<|call|>` instead. mode "random": garbage, which llama.cpp's gpt-oss parser rejects
+<|message|>ARGS<|call|>` instead; `tool_rules` pick another tool by a marker word in the prompt, and
+`answer_rules` another final answer (CODE_ANSWER for the guide's Fibonacci prompt) where no tools are
+declared. mode "random": garbage, which llama.cpp's gpt-oss parser rejects
 (HTTP 500) on chat/messages endpoints; only /completion and the tokenizer/template endpoints work.
 
 quant "release" (`gpt_oss_spec("gpt-oss-120b")`): the same script at the real gpt-oss shapes and in the
@@ -106,6 +108,18 @@ REPLY_REASONING = "The user wants a reply."
 REPLY_TEXT = "Hello! This is tiny-gpt-oss speaking."
 assert "".join(SCRIPT_REASONING) == REPLY_REASONING and "".join(SCRIPT_CONTENT) == REPLY_TEXT
 
+# The guide's smoke test (spark-guide §7: "Write a Python function that returns the nth Fibonacci number."):
+# an answer rule gives the scripted models a real code answer for it, so 06's check that the answer is code
+# (it parses and defines a function) is a check. Each piece is one unique token (the script cannot repeat one).
+CODE_MARKER = "Fibonacci"
+CODE_ANSWER = ("Here is an iterative version:\n\n```python\ndef fibonacci(n: int) -> int:",
+               '\n    """Return the nth Fibonacci number (fibonacci(0) == 0, fibonacci(1) == 1)."""',
+               "\n    if n < 0:\n        raise ValueError(\"n must be >= 0\")",
+               "\n    a, b = 0, 1\n    for _ in range(n):",
+               "\n        a, b = b, a + b",
+               "\n    return a\n```")
+CODE_TEXT = "".join(CODE_ANSWER)
+
 MODES = ("scripted", "random")
 EXPERT_TYPES = ("mxfp4", "f16", "f32")
 QUANTS = ("tiny", "release")   # tiny: F16 dense tensors built in numpy; release: ggml-org's types, streamed
@@ -145,6 +159,9 @@ class TinySpec:
     # instead (the first rule whose marker it holds). Markers chain agents: main's prompt names the
     # first, the args' prompt may name the next (nested subagents), a prompt with none calls tool_name.
     tool_rules: tuple[tuple[str, str, str], ...] = ()
+    # scripted: (marker, pieces) — a prompt that holds the word MARKER and declares no tools gets the final
+    # answer "".join(pieces) instead of REPLY_TEXT (each piece one token, all distinct); tiny and release
+    answer_rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
     endless: bool = False          # scripted: loop the reply forever instead of <|return|>
     seed: int = 0
     name: str = "tiny-gpt-oss (synthetic weights, for tests)"
@@ -223,7 +240,43 @@ def script_chain(spec: TinySpec) -> list[str]:
     chain = [SCRIPT_ANALYSIS_OPEN, *SCRIPT_REASONING, SCRIPT_FINAL_OPEN, *SCRIPT_CONTENT]
     for call in _tool_calls(spec):
         chain += call
+    for answer in _answers(spec):
+        chain += answer
     return chain
+
+
+def _answers(spec: TinySpec) -> list[list[str]]:
+    """Each answer rule's chain entries: the final-channel opening cut in two at a place of its own (entries
+    must be unique, and SCRIPT_FINAL_OPEN is taken), then its pieces."""
+    out = []
+    for j, (_, pieces) in enumerate(spec.answer_rules):
+        cut = len(SCRIPT_FINAL_OPEN) - len("<|message|>") - 1 - j       # "…fina" + "l<|message|>", "…fin" + …
+        out.append([SCRIPT_FINAL_OPEN[:cut], SCRIPT_FINAL_OPEN[cut:], *pieces])
+    return out
+
+
+def _answer_spans(spec: TinySpec) -> list[tuple[int, int]]:
+    """(opening, last piece) chain indices of each answer rule."""
+    at = 2 + len(SCRIPT_REASONING) + len(SCRIPT_CONTENT) + sum(len(c) for c in _tool_calls(spec))
+    out = []
+    for answer in _answers(spec):
+        out.append((at, at + len(answer) - 1))
+        at += len(answer)
+    return out
+
+
+def n_rules(spec: TinySpec) -> int:
+    """Marker rules of both kinds: each has a marker dim and a flag dim (Layout.rules)."""
+    return len(spec.tool_rules) + len(spec.answer_rules)
+
+
+def markers(spec: TinySpec) -> tuple[str, ...]:
+    return tuple(m for m, _, _ in spec.tool_rules) + tuple(m for m, _ in spec.answer_rules)
+
+
+def flag_head(spec: TinySpec) -> bool:
+    """Whether the last layer carries the flag head (tools or answer rules need it)."""
+    return bool(spec.mode == "scripted" and (spec.tool_name or spec.answer_rules))
 
 
 def _tool_calls(spec: TinySpec) -> list[list[str]]:
@@ -282,16 +335,53 @@ def validate(spec: TinySpec) -> None:
     elif spec.tool_args != "{}":
         raise ParameterError("tool_args", spec.tool_args, "'{}' unless tool_name is set")
     _validate_rules(spec)
+    _validate_answers(spec)
     if spec.quant == "release":
         _validate_release(spec)
     n_script = len(script_chain(spec))
-    lay = Layout.of(n_script, len(spec.tool_rules))
+    lay = Layout.of(n_script, n_rules(spec))
     if n_script and spec.n_embd < lay.noise0 + N_NOISE_MIN:
         raise ParameterError("n_embd", spec.n_embd, f">= {lay.noise0 + N_NOISE_MIN} (too small for the script: "
                              f"{n_script} script dims + {lay.noise0 - n_script} marker dims + {N_NOISE_MIN} noise dims)")
 
 
-_MARKER = re.compile(r"[a-z]{3,32}")
+_MARKER = re.compile(r"[A-Za-z][a-z]{2,31}")
+
+
+def _check_marker(field: str, marker: object) -> None:
+    taken = {w.lstrip("=Ġ") for w in WORDS}
+    if not isinstance(marker, str) or not _MARKER.fullmatch(marker) or marker in taken:
+        raise ParameterError(field, marker, "markers of 3-32 letters a-z (the first may be a capital), "
+                             "not a harmony word")
+    # the harmony words' merges rank first: a pair of theirs inside a marker would split it
+    clash = [w[:2] for w in taken if w[:2] in marker] + (["t"] if marker.startswith("t") else [])
+    if clash:
+        raise ParameterError(field, marker, f"a marker without the letter pair {clash[0]!r} "
+                             "(it would not stay one token), e.g. 'zqspawn'")
+
+
+def _validate_answers(spec: TinySpec) -> None:
+    rules = spec.answer_rules
+    if not rules:
+        return
+    if (not isinstance(rules, tuple) or not all(isinstance(r, tuple) and len(r) == 2 and isinstance(r[1], tuple)
+                                                 and r[1] for r in rules)):
+        raise ParameterError("answer_rules", rules, "a tuple of (marker, (piece, …)) tuples")
+    if spec.mode != "scripted":
+        raise ParameterError("answer_rules", rules, "() unless mode is 'scripted'")
+    for marker, pieces in rules:
+        _check_marker("answer_rules", marker)
+        if not all(isinstance(p, str) and p for p in pieces) or len(set(pieces)) != len(pieces):
+            raise ParameterError("answer_rules", pieces, "distinct non-empty strings (each is one token)")
+    if spec.n_layer % 2:
+        raise ParameterError("n_layer", spec.n_layer, "an even number (answer_rules need the flag head in a "
+                             "full-attention last layer)")
+    every = markers(spec)
+    if len(set(every)) != len(every):
+        raise ParameterError("answer_rules", every, "markers distinct from each other and from tool_rules'")
+    if 2 + n_rules(spec) > spec.head_dim:
+        raise ParameterError("answer_rules", rules, f"at most {spec.head_dim - 2} rules in all for head_dim "
+                             f"{spec.head_dim}")
 
 
 def _validate_rules(spec: TinySpec) -> None:
@@ -305,15 +395,8 @@ def _validate_rules(spec: TinySpec) -> None:
     if spec.quant != "tiny":
         raise ParameterError("tool_rules", rules, "() with quant 'release' (the streamed writer wires one tool)")
     markers = [m for m, _, _ in rules]
-    taken = {w.lstrip("=Ġ") for w in WORDS}
     for marker, tool, args in rules:
-        if not isinstance(marker, str) or not _MARKER.fullmatch(marker) or marker in taken:
-            raise ParameterError("tool_rules", marker, "markers of 3-32 lowercase letters a-z, not a harmony word")
-        # the harmony words' merges rank first: a pair of theirs inside a marker would split it
-        clash = [w[:2] for w in taken if w[:2] in marker] + (["t"] if marker.startswith("t") else [])
-        if clash:
-            raise ParameterError("tool_rules", marker, f"a marker without the letter pair {clash[0]!r} "
-                                 "(it would not stay one token), e.g. 'zqspawn'")
+        _check_marker("tool_rules", marker)
         _validate_tool(TinySpec(n_layer=spec.n_layer, tool_name=tool, tool_args=args))
     if len(set(markers)) != len(markers):
         raise ParameterError("tool_rules", markers, "distinct markers")
@@ -438,7 +521,7 @@ def embeddings_and_head(spec: TinySpec, vocab: Vocab, rng: np.random.Generator) 
     if spec.mode != "scripted":
         emb = _rnd(rng, n_vocab, E, scale=1.0)
         return emb, _rnd(rng, n_vocab, E)
-    lay = Layout.of(len(vocab.script_ids), len(spec.tool_rules))
+    lay = Layout.of(len(vocab.script_ids), n_rules(spec))
     emb, lm = script_columns(spec, vocab, lay, E)
     emb[:, lay.noise0:] = _rnd(rng, n_vocab, E - lay.noise0, scale=0.02)   # the random "real" computation
     return emb, lm
@@ -463,8 +546,9 @@ def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tu
     last_content = 1 + n_reason + len(SCRIPT_CONTENT)   # chain index of the last content word
     calls = _tool_headers(spec)
     args_at = [a for _, a in calls]
+    answers = _answer_spans(spec)
     for d, tid in nxt.items():
-        if d != last_content and d not in args_at:     # those are wired below
+        if d != last_content and d not in args_at and d not in [e for _, e in answers]:   # those are wired below
             lm[tid, d] = alpha
     first_content = ids[n_reason + 2]
     if spec.endless:    # never stops by itself: finish_reason "length" / stop_reason "max_tokens"
@@ -487,9 +571,17 @@ def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tu
             else:
                 for r in range(len(spec.tool_rules)):
                     lm[ids[h], lay.flag_rule(r)] = -RULE_GAIN
+    # An answer rule: its opening beats SCRIPT_FINAL_OPEN after the reasoning when its marker's flag is up and
+    # no tools are declared (the tools flag pushes it far down); its last piece ends the reply.
+    for j, (opening, last) in enumerate(answers):
+        lm[ids[opening], lay.flag_rule(len(spec.tool_rules) + j)] = RULE_GAIN
+        lm[ids[opening], lay.flag_tools] = -60000.0
+        lm[ids[opening], n_reason] = -alpha / 2
+        lm[index["<|return|>"], last] = alpha
+    if flag_head(spec):
         emb[index["functions"], lay.mark_tools] = MAG
         emb[index["=assistant"], lay.mark_result] = MAG
-        for r, (marker, _, _) in enumerate(spec.tool_rules):
+        for r, marker in enumerate(markers(spec)):
             emb[index[marker], lay.mark_rule(r)] = MAG
             emb[index["Ġ" + marker], lay.mark_rule(r)] = MAG
     return emb, lm
@@ -513,13 +605,13 @@ def block_weights(spec: TinySpec, layer: int, k: int, rng: np.random.Generator) 
     t["ffn_gate_exps.bias"], t["ffn_up_exps.bias"], t["ffn_down_exps.bias"] = (
         _rnd(rng, X, FF), _rnd(rng, X, FF), _rnd(rng, X, E))
     if spec.mode == "scripted":
-        lay = Layout.of(k, len(spec.tool_rules))
+        lay = Layout.of(k, n_rules(spec))
         reserved = slice(0, lay.noise0)
         t["attn_output.weight"][reserved, :] = 0.0
         t["attn_output.bias"][reserved] = 0.0
         t["ffn_down_exps.weight"][:, reserved, :] = 0.0
         t["ffn_down_exps.bias"][:, reserved] = 0.0
-        if spec.tool_name and layer == spec.n_layer - 1:
+        if flag_head(spec) and layer == spec.n_layer - 1:
             _wire_flag_head(spec, lay, t)
     return t
 
@@ -691,7 +783,7 @@ class _Release:
         self.rng = np.random.default_rng(spec.seed)
         self.scripted = spec.mode == "scripted"
         self.k = len(vocab.script_ids)
-        self.lay = Layout.of(self.k)
+        self.lay = Layout.of(self.k, n_rules(spec))
         self.reserved = self.lay.noise0 if self.scripted else 0
         self.pool_blocks = pool_blocks
         self._pools: _Pools | None = None
@@ -737,7 +829,7 @@ class _Release:
         """Yield the tensor's bytes in pieces (numpy arrays or bytes)."""
         spec, rng = self.spec, self.rng
         last = name.startswith(f"blk.{spec.n_layer - 1}.")
-        flag_head = self.scripted and spec.tool_name and last
+        flag_head_here = flag_head(spec) and last
         if kind == "ones":
             yield np.ones(shape, np.float32)
         elif kind == "writer":                   # residual-stream biases: small, zero on the reserved dims
@@ -746,7 +838,7 @@ class _Release:
             yield b
         elif not isinstance(kind, QT):
             t = rng.standard_normal(shape, dtype=np.float32) * np.float32(kind)
-            if flag_head:
+            if flag_head_here:
                 self._flag_head_f32(name, t)
             yield t
         elif name in ("token_embd.weight", "output.weight"):
@@ -764,7 +856,7 @@ class _Release:
             for start in range(0, n, step):
                 yield self.pools.take(MX, min(step, n - start))
         else:                                   # Q8_0 attention matrices
-            yield self._attention(name, shape, flag_head)
+            yield self._attention(name, shape, flag_head_here)
 
     def _vocab_matrix(self, name: str, shape: tuple[int, ...]):
         nv, E = shape
@@ -814,13 +906,17 @@ class _Release:
         elif name.endswith("attn_v.weight"):
             t[0] = row({lay.mark_tools: 1.0}, E)
             t[1] = row({lay.mark_result: 1.0}, E)
+            for r in range(lay.rules):
+                t[2 + r] = row({lay.mark_rule(r): 1.0}, E)
         elif name.endswith("attn_output.weight"):
-            for h in range(H // HKV):            # heads sharing kv-head 0 must not leak channels 0/1
-                for c in (h * D, h * D + 1):
+            for h in range(H // HKV):            # heads sharing kv-head 0 must not leak the flag channels
+                for c in range(h * D, h * D + 2 + lay.rules):
                     t[:, c // 32, 2 + c % 32] = 0
             gain = 80.0 * np.sqrt(64.0 / E)      # 80 at the tiny model's width; keeps the flags moderate
             t[lay.flag_tools] = row({0: gain}, H * D)
             t[lay.flag_result] = row({1: gain}, H * D)
+            for r in range(lay.rules):
+                t[lay.flag_rule(r)] = row({2 + r: gain}, H * D)
 
     def _flag_head_f32(self, name: str, t: np.ndarray) -> None:
         D, lo = self.spec.head_dim, self.spec.head_dim // 2 - 1
@@ -830,7 +926,7 @@ class _Release:
             t[0:D] = 0.0
             t[lo] = 32.0
         elif name.endswith("attn_v.bias"):
-            t[0:2] = 0.0
+            t[0:2 + self.lay.rules] = 0.0
         elif name.endswith("attn_sinks.weight"):
             t[0] = 30.0
 
@@ -882,7 +978,7 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
     complete new one, never half of one."""
     t0 = time.perf_counter()
     validate(spec)
-    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words, tuple(m for m, _, _ in spec.tool_rules)), spec.n_vocab)
+    vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words, markers(spec)), spec.n_vocab)
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".partial")
