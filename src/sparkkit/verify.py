@@ -1,13 +1,17 @@
 """Check a running server the way a coding agent uses it (runbook 06, first half).
 
-Four probes over HTTP: a chat completion, a streamed one, a tool-call round trip (the model
-asks to `Read` a probe file, we return the file, it answers), and an Anthropic `/v1/messages`
-request as Claude Code sends it. Each probe reports ok/failed with the evidence, so a failure
-says what the server actually answered.
+Probes over HTTP: a chat completion, the guide's own smoke test (a Python function for the nth
+Fibonacci number: the answer must be code that parses and defines a function), a streamed chat, a
+tool-call round trip (the model asks to `Read` a probe file, we return the file, it answers), an
+Anthropic `/v1/messages` request as Claude Code sends it, count_tokens, and a call to an undeclared
+tool. Each probe reports ok/failed with the evidence, so a failure says what the server answered.
 """
 from __future__ import annotations
 
+import ast
 import json
+import re
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,6 +95,44 @@ def chat(c: httpx.Client, model: str) -> tuple[bool, str]:
     ch = d["choices"][0]
     text = ch["message"].get("content") or ""
     return bool(text.strip()) and ch["finish_reason"] == "stop", f"finish={ch['finish_reason']} content={text!r}"
+
+
+GUIDE_PROMPT = "Write a Python function that returns the nth Fibonacci number."   # spark-guide §7, verbatim
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
+
+
+def python_functions(text: str) -> tuple[list[str], str]:
+    """(function names, what was parsed) of the Python in an answer: its fenced blocks, else the whole text.
+    No function (or nothing that parses) gives [] and why."""
+    blocks = _FENCE.findall(text) or [text]
+    why = "no code in the answer"
+    for block in blocks:
+        try:
+            tree = ast.parse(textwrap.dedent(block))
+        except SyntaxError as e:
+            why = f"its code does not parse ({e.msg}, line {e.lineno})"
+            continue
+        names = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        if names:
+            return names, f"{len(block.strip().splitlines())} lines of Python that parse"
+        why = "its code defines no function"
+    return [], why
+
+
+def code_answer(c: httpx.Client, model: str) -> tuple[bool, str]:
+    """The guide's smoke test ("a coherent code response"), checked: the answer is Python that parses and
+    defines a function. 2,048 tokens, not the guide's 256: gpt-oss reasons first, and at 256 a long reasoning
+    leaves the answer cut."""
+    d = _post(c, "/v1/chat/completions", {"model": model, "max_tokens": 2048,
+                                          "messages": [{"role": "user", "content": GUIDE_PROMPT}]})
+    ch = d["choices"][0]
+    text = ch["message"].get("content") or ""
+    names, what = python_functions(text)
+    if ch["finish_reason"] != "stop":
+        return False, f"the answer was cut (finish={ch['finish_reason']}): {text[-120:]!r}"
+    if not names:
+        return False, f"not a code answer: {what}: {text[:160]!r}"
+    return True, f"{what}, defining {', '.join(n + '()' for n in names)}"
 
 
 def chat_stream(c: httpx.Client, model: str) -> tuple[bool, str]:
@@ -212,6 +254,7 @@ def undeclared_tool(c: httpx.Client, model: str, probe: Path) -> tuple[bool, str
 def verify(c: httpx.Client, probe: Path, expected: str | None = None) -> list[Probe]:
     model = served_model(c, expected)
     return [_timed("chat completion", lambda: chat(c, model)),
+            _timed("the guide's smoke test (Fibonacci code)", lambda: code_answer(c, model)),
             _timed("streamed chat", lambda: chat_stream(c, model)),
             _timed("tool-call round trip (Read)", lambda: tool_round_trip(c, model, probe)),
             _timed("Anthropic /v1/messages", lambda: anthropic_messages(c, model)),

@@ -95,6 +95,17 @@ def scripted_call(tools, messages, api):
     return {"name": "Read", "arguments": json.dumps({"file_path": paths[-1].rstrip(".,")})}
 
 
+# The guide's smoke-test prompt (spark-guide §7) gets a code answer, as sparkkit's scripted models give it
+# (tinymodel.CODE_ANSWER): values ours, in the engine's recorded reply shape.
+CODE_REPLY = ("Here is an iterative version:\n\n```python\ndef fibonacci(n: int) -> int:\n    a, b = 0, 1\n"
+              "    for _ in range(n):\n        a, b = b, a + b\n    return a\n```")
+
+
+def asks_for_code(messages) -> bool:
+    last = next((m for m in reversed(messages or []) if m.get("role") == "user"), None)
+    return bool(last) and isinstance(last.get("content"), str) and "Fibonacci" in last["content"]
+
+
 def norm_model(name: str) -> str:
     return name if ":" in name or "/" in name else name + ":latest"
 
@@ -179,6 +190,8 @@ class Handler(BaseHTTPRequestHandler):
         rbody["model"] = R.model_name(body.get("model"))
         rbody["created"] = int(time.time())
         call = scripted_call(body.get("tools") or [], body.get("messages") or [], "openai")
+        if asks_for_code(body.get("messages")) and not call:
+            rbody["choices"][0]["message"]["content"] = CODE_REPLY
         if call and not body.get("stream"):
             # the OpenAI tool-call shape the engines' gpt-oss parsers return (sglang FunctionCallParser /
             # vLLM openai tool parser): scripted like sparkkit's tiny model, values ours
