@@ -40,6 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     uw.add_argument("scope", nargs="?", default="user", choices=["user", "project", "sandbox"])
     uw.add_argument("project_dir", nargs="?", default="", metavar="DIR", help="with scope project: the project")
     sub.add_parser("wired", help="where Claude Code points now, at each scope, and whether that server answers")
+    us = sub.add_parser("use", help="switch Claude Code in one command: to a local model (served, verified and wired; "
+                                    "only 07 when it is served already) or back to Anthropic's cloud",
+                        description="sparkkit use MODEL: serve MODEL if it is not served yet (02-07; the running "
+                                    "server is replaced only once the new one answers) and wire Claude Code to it. "
+                                    "sparkkit use cloud: undo sparkkit's wiring everywhere (or at --scope).")
+    us.add_argument("target", metavar="MODEL|cloud")
+    us.add_argument("--scope", default="", choices=["", "auto", "user", "project", "sandbox"],
+                    help="where to wire (default: the one place sparkkit wired now, else 07's auto)")
+    us.add_argument("--project-dir", default="", metavar="DIR", help="with --scope project: the project")
+    us.add_argument("--run-dir", default="", help="where the records go (default: a new run)")
     # listed for --help; main() hands everything after "claude" to the CLI before argparse sees it
     cl = sub.add_parser("claude", help="run Claude Code against the local server for this process only "
                                        "(no settings file touched); the rest of the line goes to claude",
@@ -84,6 +94,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sparkkit unwire: {e}", file=sys.stderr)
             return 2
         return 0
+    if a.cmd == "use":
+        from .errors import SparkkitError
+        from .wiring import CLOUD, back_to_cloud, switch_plan
+        try:
+            if a.target == CLOUD:
+                for line in back_to_cloud("" if a.scope in ("", "auto") else a.scope, a.project_dir):
+                    print(line)
+                return 0
+            only, chosen, why = switch_plan(a.target, a.scope, a.project_dir)
+        except (SparkkitError, ValueError) as e:
+            print(f"sparkkit use: {e}", file=sys.stderr)
+            return 2
+        from .runner import run_all
+        print(why, flush=True)
+        return run_all(a.run_dir, keep_serving="yes", choices=chosen, only=only)
     if a.cmd == "wired":
         import pandas as pd
         from .wiring import wired

@@ -54,6 +54,11 @@ def _check_model(v: str) -> None:
     check_choice("model", v, MODEL_CHOICES)
 
 
+def _check_scope(v: str) -> None:
+    from .claude import SCOPES
+    check_choice("scope", v, SCOPES)
+
+
 def _check_engine(v: str) -> None:
     from .engines import check_engine
     check_engine(v)
@@ -94,6 +99,8 @@ OWNER_CHOICES: dict[str, tuple[str, tuple[str, ...], Callable[[Any], None]]] = {
     "host": ("05-serve", ("05-serve",), lambda v: None),        # checked with the key below
     "port": ("05-serve", ("05-serve",), _check_port),
     "api_key_file": ("05-serve", ("05-serve",), _check_key_file),
+    "scope": ("07-wire-claude", ("07-wire-claude",), _check_scope),
+    "project_dir": ("07-wire-claude", ("07-wire-claude",), lambda v: None),   # 07 names a missing directory
 }
 
 

@@ -107,9 +107,9 @@ def _execute(nb_path: Path, out: Path, parameters: dict[str, Any],
 
 
 def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | None = None,
-            choices: dict[str, Any] | None = None, parallel: bool = True) -> int:
-    """Run every runbook in `directory` in order (03 beside 04), handing each the owner's `choices`
-    it takes; print the summary; 0 when every step passed or warned, else 1."""
+            choices: dict[str, Any] | None = None, parallel: bool = True, only: tuple[str, ...] = ()) -> int:
+    """Run every runbook in `directory` in order (03 beside 04), or the `only` ones (stems), handing each the
+    owner's `choices` it takes; print the summary; 0 when every step passed or warned, else 1."""
     from .choices import per_runbook
 
     target = Path(run_dir) if run_dir else records.runs_root() / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -117,7 +117,8 @@ def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | Non
     given = per_runbook(choices or {})
     rows, failed = [], None
     t_all = time.monotonic()
-    for group in _groups(runbooks(directory), parallel):
+    chosen = [p for p in runbooks(directory) if not only or p.stem in only]
+    for group in _groups(chosen, parallel):
         print(("▶ " + " ∥ ".join(p.stem for p in group) + " …" + (" (side by side)" if len(group) > 1 else "")),
               flush=True)
         with ThreadPoolExecutor(max_workers=len(group)) as pool:

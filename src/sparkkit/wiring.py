@@ -124,6 +124,66 @@ def unwire(scope: str = "user", project_dir: str = "") -> str:
     return msg
 
 
+CLOUD = "cloud"
+
+
+def wired_places() -> list[tuple[str, str, Path]]:
+    """(scope, project_dir, settings file) of each place sparkkit has wired and not undone."""
+    found = [(scope, "", settings_for(scope)) for scope in ("user", "sandbox")]
+    found += [("project", str(p.parent.parent), p) for p in wired_projects()]
+    return [(s, d, p) for s, d, p in found if _record_path(Path(os.path.realpath(p))).exists()]
+
+
+def back_to_cloud(scope: str = "", project_dir: str = "") -> list[str]:
+    """`sparkkit use cloud`: undo sparkkit's wiring at `scope` (project: of `project_dir`), or at every place it
+    wired when `scope` is empty; one sentence per place. The `sparkkit claude` launcher writes no file, so it
+    has nothing to undo."""
+    if scope:
+        return [unwire(scope, project_dir)]
+    said = []
+    for s, d, link in wired_places():
+        try:
+            said.append(unwire(s, d))
+        except (SparkkitError, ValueError) as e:
+            said.append(f"{link}: {e}")
+    return said or ["sparkkit has wired Claude Code nowhere: it talks to Anthropic's cloud already (or to what "
+                    "its settings name by hand — `sparkkit wired` shows them)"]
+
+
+def switch_plan(target: str, scope: str = "", project_dir: str = "") -> tuple[tuple[str, ...], dict[str, Any], str]:
+    """What `sparkkit use MODEL` runs: (runbook stems, or () for all; the choices; why). When the server
+    sparkkit runs already serves MODEL, only 07 (wire it, check with the real CLI); else the whole chain for
+    MODEL — 05 replaces the running server only once the new one answers. The scope is the one given, else the
+    one place sparkkit wired now, else 07's default."""
+    from .choices import check
+    from .model import MODEL_CHOICES
+    from .errors import ParameterError
+    from .engines import spec as engine_spec
+    from .serve import healthy
+    models = [m for m in MODEL_CHOICES if m != "auto"]
+    if target not in models:
+        raise ParameterError("MODEL", target, f"{CLOUD} or one of {', '.join(models)}")
+    choices: dict[str, Any] = {"model": target}
+    if not scope:
+        places = wired_places()
+        if len(places) == 1:
+            scope, project_dir = places[0][0], places[0][1]
+    if scope:
+        choices["scope"] = scope
+    if project_dir:
+        choices["project_dir"] = project_dir
+    check(choices)
+    state = records.load_state()
+    server, placed = state.get("server") or {}, (state.get("model") or {}).get("model")
+    alive = bool(server.get("base_url")) and healthy(server["base_url"],
+                                                     engine_spec(server.get("engine") or "llamacpp").health)
+    if placed == target and alive:
+        return ("07-wire-claude",), {k: v for k, v in choices.items() if k != "model"}, \
+            f"{target} is served already at {server['base_url']}: wiring Claude Code to it (07)"
+    why = f"sparkkit's server serves {placed}" if alive else "no sparkkit server answers"
+    return (), choices, f"{why}: planning, placing, serving, verifying {target} and wiring Claude Code to it (01–07)"
+
+
 def wired() -> list[dict[str, Any]]:
     """Where Claude Code points at each scope: the URL, the model, whether sparkkit wired it and whether
     the server answers."""
