@@ -165,9 +165,10 @@ def serve(tmp_path_factory):
     procs: list[subprocess.Popen] = []
     root = tmp_path_factory.mktemp("tinyserve")
 
-    def start(spec: TinySpec) -> str:
+    def start(spec) -> str:
+        from sparkkit import tinyqwen
         n = len(procs)
-        model = generate(root / f"model{n}.gguf", spec).path
+        model = (tinyqwen.generate if isinstance(spec, tinyqwen.QwenSpec) else generate)(root / f"model{n}.gguf", spec).path
         port = free_port()
         log = root / f"server{n}.log"
         with open(log, "wb") as out:

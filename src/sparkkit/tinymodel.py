@@ -454,9 +454,13 @@ def byte_encode(text: str) -> str:
     return "".join(B2U[b] for b in text.encode("utf-8"))
 
 
-def build_vocab(chain: list[str], words: tuple[str, ...] = (), markers: tuple[str, ...] = ()) -> Vocab:
-    """256 byte tokens, prefix merges for WORDS, then for the rule `markers` and `words`, the special
-    tokens, then the script."""
+def build_vocab(chain: list[str], words: tuple[str, ...] = (), markers: tuple[str, ...] = (),
+                base_words: tuple[str, ...] | list[str] = tuple(WORDS),
+                specials: tuple[str, ...] | list[str] = tuple(SPECIAL_TOKENS),
+                added: tuple[str, ...] = ()) -> Vocab:
+    """256 byte tokens, prefix merges for `base_words` (the harmony WORDS by default), then for the rule
+    `markers` and `words`, the `specials` (CONTROL) and `added` (USER_DEFINED, split out of text like
+    specials) tokens, then the script. A script entry that is one of those tokens is that token."""
     tokens: list[str] = [B2U[b] for b in range(256)]
     types: list[int] = [gguf.TokenType.NORMAL] * 256
     merges: list[str] = []
@@ -468,7 +472,7 @@ def build_vocab(chain: list[str], words: tuple[str, ...] = (), markers: tuple[st
         types.append(kind)
         return index[text]
 
-    for w in WORDS:
+    for w in base_words:
         for i in range(2, len(w) + 1):
             if w[:i] not in index:
                 merges.append(f"{w[:i-1]} {w[i-1]}")
@@ -484,7 +488,7 @@ def build_vocab(chain: list[str], words: tuple[str, ...] = (), markers: tuple[st
     # Each word gets a prefix chain on itself and one "Ġ word" merge, which never creates a
     # token like "Ġa" that would swallow a script entry (" a", " is", " user" ...).
     script = {byte_encode(t) for t in chain}
-    taken = {w.lstrip("=Ġ") for w in WORDS} | set(markers)   # e.g. " functions" must stay Ġ + functions
+    taken = {w.lstrip("=Ġ") for w in base_words} | set(markers)   # e.g. " functions" must stay Ġ + functions
     for w in words:
         pieces = [w[:i] for i in range(2, len(w) + 1)] + ["Ġ" + w]
         if w in taken or any(p in script for p in pieces):
@@ -496,10 +500,15 @@ def build_vocab(chain: list[str], words: tuple[str, ...] = (), markers: tuple[st
         if "Ġ" + w not in index:
             merges.append(f"Ġ {w}")
             add("Ġ" + w, gguf.TokenType.NORMAL)
-    for s in SPECIAL_TOKENS:
+    for s in specials:
         add(s, gguf.TokenType.CONTROL)
+    for s in added:
+        add(s, gguf.TokenType.USER_DEFINED)
     script_ids = []
     for text in chain:
+        if text in specials or text in added:
+            script_ids.append(index[text])
+            continue
         e = byte_encode(text)
         if e in index:   # duplicate token texts abort llama.cpp's load (id_to_token/token_to_id sizes)
             raise ParameterError("tool_args", text, "text that is not already a vocab entry")
@@ -527,16 +536,23 @@ def embeddings_and_head(spec: TinySpec, vocab: Vocab, rng: np.random.Generator) 
     return emb, lm
 
 
-def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """The scripted first `cols` columns of token_embd and output (the rest of the LM head stays 0,
-    so the random computation never reaches the logits). Shared by the tiny and full-scale writers."""
-    E, n_vocab, ids, index, K = spec.n_embd, len(vocab.tokens), vocab.script_ids, vocab.index, lay.k
+def script_embeddings(n_vocab: int, cols: int, ids: list[int], lay: "Layout") -> np.ndarray:
+    """The scripted columns of token_embd: MAG on a script token's own position dim, on the "prompt" dim
+    for every other token (tinyqwen's writer shares it)."""
     emb = np.zeros((n_vocab, cols), np.float32)
     is_script = np.zeros(n_vocab, bool)
     is_script[ids] = True
     emb[~is_script, lay.prompt] = MAG
     for pos, tid in enumerate(ids):
         emb[tid, pos] = MAG
+    return emb
+
+
+def script_columns(spec: TinySpec, vocab: Vocab, lay: "Layout", cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scripted first `cols` columns of token_embd and output (the rest of the LM head stays 0,
+    so the random computation never reaches the logits). Shared by the tiny and full-scale writers."""
+    E, n_vocab, ids, index, K = spec.n_embd, len(vocab.tokens), vocab.script_ids, vocab.index, lay.k
+    emb = script_embeddings(n_vocab, cols, ids, lay)
     lm = np.zeros((n_vocab, cols), np.float32)
     alpha = 40.0 / np.sqrt(E)                  # x ~ sqrt(n_embd) after RMSNorm -> ~40 logits margin
     nxt = {lay.prompt: ids[0]}                 # any prompt token -> "<|channel|>analysis<|message|>"
@@ -971,6 +987,23 @@ def _write_release(partial: Path, spec: TinySpec, vocab: Vocab) -> None:
         w.close()
 
 
+def write_in_place(path: str | os.PathLike, write) -> Path:
+    """Run `write(partial)` on `<path>.partial`, sync it and rename it to `path`: `path` is the old file or the
+    whole new one, never half of one (a failed write leaves no .partial)."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(final.name + ".partial")
+    try:
+        write(partial)
+        with open(partial, "rb+") as f:   # on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return final
+
+
 def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedModel:
     """Write the tiny gpt-oss GGUF for `spec` to `path` (parents created) and describe it.
 
@@ -979,17 +1012,8 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
     t0 = time.perf_counter()
     validate(spec)
     vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words, markers(spec)), spec.n_vocab)
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(final.name + ".partial")
-    try:
-        (_write_release if spec.quant == "release" else _write_tiny)(partial, spec, vocab)
-        with open(partial, "rb+") as f:   # on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(partial, final)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    final = write_in_place(path, lambda partial: (_write_release if spec.quant == "release" else _write_tiny)(
+        partial, spec, vocab))
     return GeneratedModel(final, final.stat().st_size, len(vocab.tokens), time.perf_counter() - t0, spec)
 
 
