@@ -315,7 +315,7 @@ def test_unknown_engine_and_model_name_the_parameter(tmp_path):
     with pytest.raises(ParameterError, match="parameter `model`.*gpt-oss-120b") as e:
         host.run(model="llama-70b")
     assert e.value.parameter == "model" and e.value.value == "llama-70b"
-    assert e.value.accepted == ", ".join(["auto", "embedded", *CATALOGUE])   # every catalogue model, qwen too
+    assert e.value.accepted == ", ".join(["auto", "embedded", "embedded-qwen3-coder", *CATALOGUE])   # every model, qwen too
     assert "qwen3-coder-30b-a3b" in str(e.value)
     with pytest.raises(ParameterError, match="parameter `model`"):             # also against a snapshot
         host.run(model="qwen3-coder-30b", host=str(SNAPS / "dgx-spark-fe-7.3.1"))

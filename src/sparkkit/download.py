@@ -57,7 +57,7 @@ import urllib.request
 
 from . import records
 from .errors import ParameterError, SparkkitError
-from .model import CATALOGUE
+from .model import CATALOGUE, EMBEDDED, is_embedded
 
 PARTIAL_DIR = ".sparkkit-partial"
 SIDECAR = ".sparkkit-verified.json"
@@ -465,7 +465,7 @@ def find_copies(model: str, model_dir: Path, *, skip: tuple[Path, ...] = (), hf_
     if model_dir.is_dir():
         for p in sorted(model_dir.iterdir()):
             if (p.name.startswith(".") or p.resolve() in skip_r or fam not in _norm(p.name)
-                    or p.name.startswith("tiny-gpt-oss")):     # the embedded test model is no copy of anything
+                    or p.name.startswith(tuple(EMBEDDED_FILES.values()))):     # the embedded test model is no copy of anything
                 continue
             if p.is_dir() or p.suffix in (".gguf", ".safetensors", ".bin") or ".gguf" in p.name:
                 rm = "rm -rf --" if p.is_dir() and not p.is_symlink() else "rm -f --"
@@ -977,11 +977,20 @@ def embedded_spec():
                     vocab_words=common_words())
 
 
-def place_embedded(model_dir: Path) -> Placed:
-    from .tinymodel import generate
+EMBEDDED_FILES = {"embedded": "tiny-gpt-oss", "embedded-qwen3-coder": "tiny-qwen3-coder"}   # file stem = alias
+
+
+def place_embedded(model_dir: Path, model: str = "embedded") -> Placed:
+    """Generate the embedded tiny model `model` (model.EMBEDDED) in `model_dir`."""
     t0 = time.monotonic()
-    g = generate(Path(model_dir) / "tiny-gpt-oss.gguf", embedded_spec())
-    return Placed("embedded", str(g.path), g.size_bytes, "generated (scripted tiny gpt-oss)", time.monotonic() - t0)
+    stem = EMBEDDED_FILES[model]
+    if model == "embedded-qwen3-coder":
+        from .tinyqwen import embedded_spec as qwen_spec, generate as generate_qwen
+        g = generate_qwen(Path(model_dir) / f"{stem}.gguf", qwen_spec(records.probe_file()))
+    else:
+        from .tinymodel import generate
+        g = generate(Path(model_dir) / f"{stem}.gguf", embedded_spec())
+    return Placed(model, str(g.path), g.size_bytes, f"generated (scripted {stem})", time.monotonic() - t0)
 
 
 SOURCES = ("auto", "hub", "generate")
@@ -1035,13 +1044,13 @@ def place(model: str, model_dir: str = "", endpoint: str | None = None, source: 
     if directory.exists() and not directory.is_dir():
         raise ParameterError("model_dir", model_dir, "a directory (it is a file)")
     directory.mkdir(parents=True, exist_ok=True)
-    if model == "embedded":
-        return place_embedded(directory)
+    if is_embedded(model):
+        return place_embedded(directory, model)
     if model in CATALOGUE and source == "generate":
         return place_generated(model, directory, chat_template)
     if model in CATALOGUE:
         return place_download(model, directory, endpoint, token, revision=revision or "main", scan_roots=scan_roots)
-    raise ParameterError("model", model, ", ".join(["embedded", *CATALOGUE]))
+    raise ParameterError("model", model, ", ".join([*EMBEDDED, *CATALOGUE]))
 
 
 def run(model_dir: str = "", hf_endpoint: str = "", source: str = "auto", chat_template: str = "", *,
@@ -1063,7 +1072,7 @@ def run(model_dir: str = "", hf_endpoint: str = "", source: str = "auto", chat_t
                                                "GGUF: llama.cpp only)")
     placed = module(engine).place(choice["model"], model_dir or choice.get("model_dir", ""), hf_endpoint, revision,
                                   source=source, chat_template=chat_template, scan_roots=scan_roots)
-    alias = "tiny-gpt-oss" if placed.model == "embedded" else placed.model
+    alias = EMBEDDED_FILES.get(placed.model, placed.model)
     records.update_state("model", {**placed.to_dict(), "alias": alias, "engine": engine,
                                    "weights": spec(engine).weights, "placed_at": records.now()})
     return placed

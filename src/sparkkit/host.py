@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .box import GPU_QUERY, Facts, gather, gpu_info, meminfo  # noqa: F401  (meminfo: part of this API)
+from .model import EMBEDDED, is_embedded
 
 GIB = 1024**3
 STATUSES = ("pass", "warn", "fail", "skip")
@@ -176,9 +177,10 @@ def _platform(f: Facts, n: Need) -> Check:
                  "nothing can be served until it does", "sudo reboot, then nvidia-smi; if it still lists nothing: "
                  f"sudo apt install --reinstall nvidia-driver-{DRIVER_BRANCH}-open && sudo reboot "
                  "(docs.nvidia.com/dgx/dgx-spark/known-issues.html)")
-    if n.engine == "llamacpp" and n.model == "embedded":
-        return c("skip", f"no NVIDIA GPU found ({arch}); using the embedded default (a tiny gpt-oss-architecture "
-                 "model on the CPU)", "run these runbooks on the Spark itself for the real model")
+    if n.engine == "llamacpp" and is_embedded(n.model):
+        return c("skip", f"no NVIDIA GPU found ({arch}); using the embedded default (a tiny "
+                 f"{EMBEDDED[n.model]}-architecture model on the CPU)", "run these runbooks on the Spark itself for "
+                 "the real model")
     if n.engine == "llamacpp":
         return c("warn", f"no NVIDIA GPU found ({arch}); llama.cpp would serve {n.model} on the CPU: far too slow",
                  "run 01 on the GB10 box, or leave -p model unset for the embedded default here")
@@ -277,7 +279,7 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
                "truth, MemTotal is ~121.6 GiB on a 128 GB box, and the page cache shares the unified memory")
     mem = f.mem
     vram = re.fullmatch(r"(\d+)MiB\s*/\s*(\d+)MiB", f.gpu.memory or "", re.A)
-    if vram and not f.is_gb10 and n.model != "embedded":     # a discrete GPU: the weights live in its memory
+    if vram and not f.is_gb10 and not is_embedded(n.model):     # a discrete GPU: the weights live in its memory
         free, need = (int(vram.group(2)) - int(vram.group(1))) * 2**20, n.memory_bytes
         value = f"{_gib(free)} free of {f.gpu.names[0]}'s {_gib(int(vram.group(2)) * 2**20)}; {n.says}"
         return (c("pass", value) if free >= need else c("fail", value, _smaller(n, free))), free
@@ -389,7 +391,7 @@ def _disk(f: Facts, n: Need) -> Check:
 
 def _hf_token(f: Facts, n: Need) -> Check:
     c = _check("HF token", "the public model repos download without one, but rate limits are stricter")
-    if n.engine == "ollama" or n.model == "embedded":
+    if n.engine == "ollama" or is_embedded(n.model):
         return c("pass", "not needed: " + ("Ollama pulls from its own registry" if n.engine == "ollama" else
                                            "the embedded model is generated here"))
     token = f.src.hf_token()
@@ -420,7 +422,7 @@ class HostReport:
     @property
     def headline(self) -> str:
         box = f"GB10 box ({self.box or 'maker not said'})" if self.is_gb10 else \
-            "not a GB10 box — embedded default" if self.model == "embedded" else "not a GB10 box"
+            "not a GB10 box — embedded default" if is_embedded(self.model) else "not a GB10 box"
         where = f"{self.source}: " if self.source != "this machine" else ""
         skipped = [c.name for c in self.checks if c.status == "skip"]
         usable = "usable memory unknown" if "usable memory" in skipped else f"{self.usable_bytes / GIB:.1f} GiB usable"
@@ -454,7 +456,7 @@ def weights_for(model: str, engine: str) -> tuple[int, str]:
     """The bytes `engine` keeps of `model` (the embedded model or a catalogue one), and — when the
     engine's own size is not in sparkkit.model's sources — what stands in for it (the GGUF's size)."""
     from .model import CATALOGUE, architecture, engine_download_bytes
-    if engine == "llamacpp" or model == "embedded":
+    if engine == "llamacpp" or is_embedded(model):
         return architecture(model).weights_bytes, ""
     size = engine_download_bytes(model, engine)
     if size:
@@ -468,7 +470,7 @@ def need_for(model: str, engine: str, model_dir: str = "", source: HostSource | 
     from .model import CATALOGUE
     size, size_from = weights_for(model, engine)
     default = "~/.sparkkit/models" if source is not None and source.is_snapshot else str(records.home() / "models")
-    if engine == "llamacpp" or model == "embedded":
+    if engine == "llamacpp" or is_embedded(model):
         files = CATALOGUE[model].hf_files if model in CATALOGUE else ()
         return Need(model, engine, size, model_dir or default, files=files)
     if WEIGHTS_HOME[engine].startswith("$SPARKKIT_HOME"):      # SGLang/vLLM: the safetensors 03 places
@@ -529,8 +531,8 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
         src = source or this_host()
     facts = gather(src)
     chosen = resolve(model, "gb10" if facts.is_gb10 or facts.gb10_unanswered else "embedded")
-    if chosen == "embedded" and engine != "llamacpp":
-        if model == "embedded":
+    if is_embedded(chosen) and engine != "llamacpp":
+        if is_embedded(model):
             raise ParameterError("model", model, f"{', '.join(SERVABLE)} with engine {engine} "
                                  "(the embedded model is served by llamacpp only)")
         chosen = "gpt-oss-120b"

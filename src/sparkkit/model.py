@@ -169,7 +169,14 @@ def engine_download_bytes(model: str, engine: str) -> int | None:
 
 
 SERVABLE = tuple(k for k, e in CATALOGUE.items() if e.servable)
-MODEL_CHOICES = ("auto", "embedded", *SERVABLE)
+# The tiny stand-ins sparkkit generates and serves on the CPU where there is no GB10 (the embedded default),
+# each with the catalogue model whose architecture, chat template and tool-call format it has.
+EMBEDDED = {"embedded": "gpt-oss-120b", "embedded-qwen3-coder": "qwen3-coder-30b-a3b"}
+MODEL_CHOICES = ("auto", *EMBEDDED, *SERVABLE)
+
+
+def is_embedded(model: str) -> bool:
+    return model in EMBEDDED
 
 
 # ---------------------------------------------------------------------------------------------- GGUF
@@ -409,6 +416,16 @@ def architecture(model: str, path: str | Path | None = None) -> Architecture:
     if model == "embedded":
         from .tinymodel import TinySpec
         return embedded_architecture(TinySpec())
+    if model == "embedded-qwen3-coder":
+        from .tinyqwen import QwenSpec
+        q = QwenSpec()
+        approx_bytes = 2_500_000
+        return Architecture(
+            name="tiny-qwen3-coder", n_layer=q.n_layer, n_head=q.n_head, n_head_kv=q.n_head_kv,
+            head_dim=q.head_dim, n_embd=q.n_embd, sliding_window=0, n_swa_layers=0, n_expert=q.n_expert,
+            n_expert_used=q.n_expert_used, context_max=q.context_length, n_vocab=5300, weights_bytes=approx_bytes,
+            params_total=6e5, params_active=3e5, active_bytes_per_token=approx_bytes / 2, arch="qwen3moe",
+            n_ff_exp=q.n_ff_exp, source="tinyqwen.QwenSpec (before 03 generates the file)")
     raise SparkkitError(f"no architecture known for {model!r} and no model file at {path}")
 
 

@@ -34,7 +34,7 @@ from .errors import ParameterError, check_choice, check_int
 from . import engines as _engines
 from .engines.launch import CTX_CHECKPOINTS
 from .engines.serving import Serving
-from .model import CATALOGUE, GIB, Architecture, engine_download_bytes
+from .model import CATALOGUE, EMBEDDED, GIB, Architecture, engine_download_bytes, is_embedded
 
 MIB = 1024**2
 # The engines, their names and KV types: one registry (sparkkit.engines), read here.
@@ -447,12 +447,13 @@ def published(model: str | None) -> pd.DataFrame:
 
 def speed_tables(arch: Architecture, kv_type: str = "f16") -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """What 02 shows under "Speed forecast": (a sentence, the forecast by depth, other engines).
-    The embedded tiny model says nothing about a GB10, so its forecast is gpt-oss-120b's."""
+    An embedded tiny model says nothing about a GB10, so its forecast is the model it stands in for."""
     key = catalogue_key(arch)
     if arch.params_total < 1e8 and key is None:
-        arch, key = CATALOGUE["gpt-oss-120b"].arch, "gpt-oss-120b"
-        note = ("The embedded model is a stand-in a GB10 never serves; this is what a GB10 does with gpt-oss-120b, "
-                "the model `auto` picks there.")
+        key = next((m for m in EMBEDDED.values() if CATALOGUE[m].arch.arch == arch.arch), "gpt-oss-120b")
+        arch = CATALOGUE[key].arch
+        note = (f"The embedded model is a stand-in a GB10 never serves; this is what a GB10 does with {key}, "
+                "the model it stands in for.")
     else:
         note = f"{arch.name} on a GB10 ({GB10_BANDWIDTH / 1e9:.0f} GB/s), KV {kv_type}."
     depths = [d for d in (0, 4096, 8192, 16384, 32768, 65536, 131072) if d <= arch.context_max]
@@ -563,13 +564,13 @@ def setting(engine: str = "", model: str = "") -> Setting:
     engine = engine or choice.get("engine", "llamacpp")
     check_choice("engine", engine, ENGINES)
     model = model or choice["model"]
-    check_choice("model", model, ("embedded", *CATALOGUE))
+    check_choice("model", model, (*EMBEDDED, *CATALOGUE))
     placed = state.get("model", {})
     path = placed.get("path") if placed.get("model") == model and engine == "llamacpp" else None
     arch = architecture(model, path)
     usable = int(hst["usable_bytes"])
     gb10 = bool(hst.get("is_gb10"))
-    embedded = model == "embedded"
+    embedded = is_embedded(model)
     discrete = not gb10 and not embedded and _has_gpu()
     options = {"backend": "cpu" if embedded else "cuda", "discrete_gpu": discrete,
                "total_memory": GB10_TOTAL if gb10 else (usable if discrete else _mem_total() or usable)}

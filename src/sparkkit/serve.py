@@ -451,7 +451,7 @@ def status() -> dict[str, Any]:
 def check_served_model(model: dict[str, Any]) -> None:
     """The file 05 would serve is the model 03 placed: whole (no cut copy) and of the architecture its
     name promises — a GGUF of another model must not be served under the gpt-oss alias."""
-    from .model import CATALOGUE, from_gguf
+    from .model import CATALOGUE, EMBEDDED, from_gguf
     from .errors import ParameterError
     path = model["path"]
     if not str(path).endswith(".gguf"):
@@ -460,7 +460,8 @@ def check_served_model(model: dict[str, Any]) -> None:
         arch = from_gguf(path).arch
     except ParameterError as e:
         raise ServeError(f"05 will not serve {path}: it must be {e.accepted}") from None
-    want = CATALOGUE[model["model"]].arch.arch if model["model"] in CATALOGUE else "gpt-oss"
+    stands_for = EMBEDDED.get(model["model"], model["model"])          # an embedded model: what it stands in for
+    want = CATALOGUE[stands_for].arch.arch if stands_for in CATALOGUE else "gpt-oss"
     if arch != want:
         raise ServeError(f"05 will not serve {path}: it is a {arch} model, but 03 placed {model['model']} "
                          f"({want}); the file was replaced since — re-run 03-place-model")
