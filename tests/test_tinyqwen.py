@@ -5,6 +5,7 @@ import json
 
 import gguf
 import httpx
+import numpy as np
 import pytest
 
 from sparkkit import tinyqwen, verify
@@ -103,3 +104,38 @@ def test_anthropic_messages_get_a_tool_use_block(qwen):
                                                        "content": "hello"}]}]
     d = httpx.post(qwen + "/v1/messages", json=body, timeout=60).json()
     assert d["stop_reason"] == "end_turn" and d["content"][-1]["text"] == tinyqwen.REPLY_TEXT
+
+
+# ------------------------------------------------------------------------------ release layout (full scale)
+
+SMALL_RELEASE = dict(n_embd=256, n_layer=2, n_head=8, n_head_kv=4, head_dim=32, n_expert=8, n_expert_used=2,
+                     n_ff_exp=256, n_vocab=8192)
+
+
+def test_full_scale_plan_has_ggml_org_s_q8_0_shapes_types_and_size():
+    """The 30B plan without writing 30 GiB: ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF as llama-bench reads
+    it (30.53 B parameters, 30.25 GiB; sparkkit.model's catalogue)."""
+    from sparkkit.model import CATALOGUE
+    spec = tinyqwen.qwen3_coder_spec(tool_name="Read", tool_args=json.dumps(TOOL_ARGS), vocab_words=common_words())
+    tinyqwen.validate(spec)
+    vocab = tinyqwen.vocab_of(spec)
+    plan = tinyqwen.release_plan(spec, len(vocab.tokens))
+    assert len(vocab.tokens) == 151936 and len(plan) == 3 + 48 * 12
+    params = sum(int(np.prod(shape)) for _, shape, _ in plan)
+    data = sum(tinyqwen.release_nbytes(shape, kind) for _, shape, kind in plan)
+    arch = CATALOGUE["qwen3-coder-30b-a3b"].arch
+    assert round(params / 1e9, 2) == round(arch.params_total / 1e9, 2) == 30.53
+    assert round(data / 2**30, 2) == round(arch.weights_bytes / 2**30, 2) == 30.25
+    kinds = {name: kind for name, _, kind in plan}
+    assert kinds["blk.47.ffn_down_exps.weight"] == kinds["output.weight"] == tinyqwen.Q8
+    assert kinds["blk.0.ffn_gate_inp.weight"] == kinds["blk.0.attn_q_norm.weight"] == "f32"
+
+
+def test_a_small_release_file_answers_every_probe_of_06(serve, tmp_path):
+    probe = tmp_path / "hello.txt"
+    probe.write_text("hello\n")
+    base = serve(tinyqwen.qwen3_coder_spec(tool_name="Read", tool_args=json.dumps({"file_path": str(probe)}),
+                                           **SMALL_RELEASE))
+    with verify.client(base) as c:
+        probes = verify.verify(c, probe)
+    assert [p.name for p in probes if not (p.ok or p.absent)] == [], verify.table(probes).to_string()

@@ -1001,15 +1001,27 @@ def place_generated(model: str, model_dir: Path, chat_template: str = "") -> Pla
     to `model_dir`; scripted to call `Read` on the probe file when tools are offered, like the
     embedded model."""
     from .tinymodel import CODE_ANSWER, CODE_MARKER, GPT_OSS_SHAPES, common_words, generate, gpt_oss_spec
+    args = json.dumps({"file_path": str(records.probe_file())})
+    if model == "qwen3-coder-30b-a3b":            # its own generator: qwen3moe, its template and XML tool calls
+        from .tinyqwen import generate as generate_qwen, qwen3_coder_spec
+        if chat_template:
+            raise ParameterError("chat_template", chat_template, f"empty for {model} (the generator embeds its "
+                                 "Qwen3-Coder template)")
+        t0 = time.monotonic()
+        g = generate_qwen(Path(model_dir) / f"{model}-scripted.gguf",
+                          qwen3_coder_spec(tool_name="Read", tool_args=args, vocab_words=common_words()))
+        return Placed(model, str(g.path), g.size_bytes, f"generated: {model} shapes (Q8_0), scripted weights, "
+                      f"{g.size_bytes / (time.monotonic() - t0) / 1e9:.2f} GB/s", time.monotonic() - t0)
     if model not in GPT_OSS_SHAPES:
-        raise ParameterError("source", "generate", f"'hub' for {model} (generate knows {', '.join(GPT_OSS_SHAPES)})")
+        raise ParameterError("source", "generate", f"'hub' for {model} (generate knows "
+                             f"{', '.join([*GPT_OSS_SHAPES, 'qwen3-coder-30b-a3b'])})")
     template = None
     if chat_template:
         p = Path(chat_template).expanduser()
         if not p.is_file():
             raise ParameterError("chat_template", chat_template, "the path of a Jinja file, or empty")
         template = p.read_text(encoding="utf-8")
-    spec = gpt_oss_spec(model, tool_name="Read", tool_args=json.dumps({"file_path": str(records.probe_file())}),
+    spec = gpt_oss_spec(model, tool_name="Read", tool_args=args,
                         answer_rules=((CODE_MARKER, CODE_ANSWER),), vocab_words=common_words(), chat_template=template)
     t0 = time.monotonic()
     g = generate(Path(model_dir) / f"{model}-scripted.gguf", spec)

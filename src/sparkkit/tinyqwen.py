@@ -40,7 +40,7 @@ import numpy as np
 
 from .errors import ParameterError, check_int
 from .tinymodel import (CODE_ANSWER, CODE_MARKER, MAG, N_NOISE_MIN, GeneratedModel, Layout, _check_marker, _rnd,
-                        build_vocab, common_words, script_embeddings, write_in_place)
+                        _Pools, _q8_rows, build_vocab, common_words, pad_vocab, script_embeddings, write_in_place)
 
 ARCH = "qwen3moe"
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -50,7 +50,10 @@ ADDED = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "
 REPLY = ["Hello!", " This", " is", " tiny-qwen3-coder", " speaking."]
 REPLY_TEXT = "".join(REPLY)
 # gains of the flags (their values: 80 x the marker's share of the context, after RMS norm)
-TOOL_GAIN, RESULT_GAIN, CODE_GAIN = 20000.0, 2.0e6, 6000.0
+# (the code answer's tools penalty stays within a Q8_0 block's range of its own gain, so the release's
+# quantized LM head keeps both)
+TOOL_GAIN, RESULT_GAIN, CODE_GAIN, CODE_TOOLS_PENALTY = 20000.0, 2.0e6, 6000.0, -60000.0
+QUANTS = ("tiny", "release")
 
 # A compact template in Qwen3-Coder's format (ChatML; tools listed as <function> blocks in the system
 # turn; calls as <tool_call><function=…><parameter=…>; results as <tool_response> in a user turn),
@@ -142,6 +145,20 @@ class QwenSpec:
     vocab_words: tuple[str, ...] = ()
     seed: int = 0
     name: str = "tiny-qwen3-coder (synthetic weights, for tests)"
+    quant: str = "tiny"           # tiny: F16/F32 in numpy | release: ggml-org's Q8_0 GGUF's types, streamed
+    n_vocab: int = 0              # pad the vocab to this size (release: Qwen's 151936)
+
+
+# Qwen3-Coder-30B-A3B-Instruct's shapes (config.json, as sparkkit.model's catalogue quotes it) in the tensor types
+# of ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: Q8_0 matrices, F32 norms and router.
+QWEN3_CODER_SHAPES = dict(n_embd=2048, n_layer=48, n_head=32, n_head_kv=4, head_dim=128, n_expert=128,
+                          n_expert_used=8, n_ff_exp=768, n_vocab=151936, context_length=262144, quant="release")
+
+
+def qwen3_coder_spec(**changes) -> QwenSpec:
+    """A scripted spec with the exact tensor shapes and types of ggml-org's Qwen3-Coder-30B-A3B Q8_0 GGUF."""
+    base = dict(QWEN3_CODER_SHAPES, name="qwen3-coder-30b-a3b shapes, scripted weights (sparkkit stand-in)")
+    return QwenSpec(**{**base, **changes})
 
 
 def _call_body(spec: QwenSpec) -> str:
@@ -169,6 +186,15 @@ def layout(spec: QwenSpec) -> tuple[Layout, int, int]:
 
 
 def validate(spec: QwenSpec) -> None:
+    from .errors import check_choice
+    check_choice("quant", spec.quant, QUANTS)
+    check_int("n_vocab", spec.n_vocab, 0)
+    if spec.quant == "release":
+        for field in ("n_embd", "n_ff_exp"):
+            if getattr(spec, field) % 32:
+                raise ParameterError(field, getattr(spec, field), "a multiple of 32 with quant 'release' (Q8_0 blocks)")
+        if (spec.n_head * spec.head_dim) % 32:
+            raise ParameterError("head_dim", spec.head_dim, "a value with n_head × head_dim a multiple of 32")
     for field in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_expert", "n_ff_exp", "context_length"):
         check_int(field, getattr(spec, field), 1)
     check_int("n_expert_used", spec.n_expert_used, 1, spec.n_expert)
@@ -193,8 +219,8 @@ def validate(spec: QwenSpec) -> None:
 
 
 def vocab_of(spec: QwenSpec):
-    return build_vocab(script_chain(spec), spec.vocab_words, (CODE_MARKER,) if spec.code_answer else (),
-                       base_words=(), specials=SPECIALS, added=ADDED)
+    return pad_vocab(build_vocab(script_chain(spec), spec.vocab_words, (CODE_MARKER,) if spec.code_answer else (),
+                                 base_words=(), specials=SPECIALS, added=ADDED), spec.n_vocab)
 
 
 def _columns(spec: QwenSpec, vocab) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +250,7 @@ def _columns(spec: QwenSpec, vocab) -> tuple[np.ndarray, np.ndarray]:
         at += 3
     if spec.code_answer:
         lm[ids[at], lay.flag_rule(0)] = CODE_GAIN        # the code marker, no tools declared: the code answer
-        lm[ids[at], lay.flag_tools] = -RESULT_GAIN
+        lm[ids[at], lay.flag_tools] = CODE_TOOLS_PENALTY
         lm[ids[at], lay.prompt] = -alpha / 2
         ends.append(K - 1)
     for pos in range(K - 1):
@@ -295,7 +321,7 @@ def _add_metadata(w: gguf.GGUFWriter, spec: QwenSpec, vocab) -> None:
     w.add_expert_count(spec.n_expert)
     w.add_expert_used_count(spec.n_expert_used)
     w.add_expert_feed_forward_length(spec.n_ff_exp)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if spec.quant == "release" else gguf.LlamaFileType.MOSTLY_F16)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(vocab.tokens)
@@ -313,6 +339,9 @@ def generate(path: str | os.PathLike, spec: QwenSpec = QwenSpec()) -> GeneratedM
     t0 = time.perf_counter()
     validate(spec)
     vocab = vocab_of(spec)
+    if spec.quant == "release":
+        final = write_in_place(path, lambda partial: _write_release(partial, spec, vocab))
+        return GeneratedModel(final, final.stat().st_size, len(vocab.tokens), time.perf_counter() - t0, spec)
     rng = np.random.default_rng(spec.seed)
     emb, lm = _columns(spec, vocab)
     _lay, _sink, noise0 = layout(spec)
@@ -352,3 +381,153 @@ def embedded_spec(probe: Path) -> QwenSpec:
 
 
 __all__ = ["QwenSpec", "generate", "embedded_spec", "REPLY_TEXT", "QWEN3_CODER_TEMPLATE"]
+
+
+# ------------------------------------------------------------------------------------------ release layout
+
+Q8 = gguf.GGMLQuantizationType.Q8_0
+
+
+def release_plan(spec: QwenSpec, n_vocab: int) -> list[tuple[str, tuple[int, ...], object]]:
+    """(name, shape, Q8_0 or 'f32') of every tensor, in the GGUF's order."""
+    E, H, HKV, D, X, FF = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_expert, spec.n_ff_exp
+    plan: list[tuple[str, tuple[int, ...], object]] = [("token_embd.weight", (n_vocab, E), Q8),
+                                                        ("output_norm.weight", (E,), "f32"),
+                                                        ("output.weight", (n_vocab, E), Q8)]
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        plan += [(p + "attn_norm.weight", (E,), "f32"), (p + "attn_q.weight", (H * D, E), Q8),
+                 (p + "attn_k.weight", (HKV * D, E), Q8), (p + "attn_v.weight", (HKV * D, E), Q8),
+                 (p + "attn_output.weight", (E, H * D), Q8), (p + "attn_q_norm.weight", (D,), "f32"),
+                 (p + "attn_k_norm.weight", (D,), "f32"), (p + "ffn_norm.weight", (E,), "f32"),
+                 (p + "ffn_gate_inp.weight", (X, E), "f32"), (p + "ffn_gate_exps.weight", (X, FF, E), Q8),
+                 (p + "ffn_up_exps.weight", (X, FF, E), Q8), (p + "ffn_down_exps.weight", (X, E, FF), Q8)]
+    return plan
+
+
+def release_nbytes(shape: tuple[int, ...], kind: object) -> int:
+    n = int(np.prod(shape))
+    return n // 32 * 34 if kind == Q8 else n * 4
+
+
+def _release_chunks(spec: QwenSpec, vocab, name: str, shape: tuple[int, ...], kind: object, pools: _Pools,
+                    rng: np.random.Generator, heads: tuple[np.ndarray, np.ndarray], blocks: dict[str, np.ndarray]):
+    """The tensor's bytes in pieces: computed where scripted, cut from the random block pools elsewhere."""
+    lay, sink, noise0 = layout(spec)
+    head_cols = min(spec.n_embd, -(-noise0 // 32) * 32)
+    if kind == "f32":
+        if name.endswith("ffn_gate_inp.weight"):
+            yield rng.standard_normal(shape, dtype=np.float32) * np.float32(1 / np.sqrt(spec.n_embd))
+        elif name in blocks:
+            yield blocks[name]
+        else:
+            yield np.ones(shape, np.float32)
+        return
+    if name in ("token_embd.weight", "output.weight"):
+        nv, E = shape
+        nb, hb = E // 32, head_cols // 32
+        head = heads[0 if name == "token_embd.weight" else 1]
+        step = max(1, (32 << 20) // (nb * 34))
+        for r0 in range(0, nv, step):
+            n = min(step, nv - r0)
+            if name == "output.weight":
+                rows = np.zeros((n, nb, 34), np.uint8)      # the random computation never reaches the logits
+            else:
+                rows = pools.take(Q8, n * nb).reshape(n, nb, 34).copy()
+            rows[:, :hb, :] = head[r0:r0 + n]
+            yield rows
+        return
+    if name.endswith("ffn_down_exps.weight"):
+        X, E, FF = shape
+        rb = FF // 32
+        for _ in range(X):                                  # per expert: the reserved rows zero, the rest small
+            yield bytes(noise0 * rb * 34)
+            yield pools.take(Q8, (E - noise0) * rb, writer=True)
+        return
+    if name.endswith("_exps.weight"):
+        n = int(np.prod(shape)) // 32
+        for start in range(0, n, 1 << 22):
+            yield pools.take(Q8, min(1 << 22, n - start))
+        return
+    rows_n, cols = shape                                    # attention matrices
+    writer = name.endswith("attn_output.weight")
+    t = pools.take(Q8, rows_n * (cols // 32), writer=writer).reshape(rows_n, cols // 32, 34).copy()
+    if writer:
+        t[:noise0] = 0                                      # nothing but the flag head writes the reserved dims
+    if name in blocks:                                      # the flag head's rows, computed
+        rows, at = blocks[name]
+        t[at:at + len(rows)] = rows
+        if writer:                                          # q heads sharing kv-head 0 must not leak its channels
+            n = 2 + lay.rules
+            for h in range(spec.n_head // spec.n_head_kv):
+                for c in range(h * spec.head_dim, h * spec.head_dim + n):
+                    t[:, c // 32, 2 + c % 32] = 0
+            for r, row in zip(*blocks[name + "#flags"]):
+                t[r] = row
+    yield t
+
+
+def _release_flag_head(spec: QwenSpec) -> dict:
+    """The last layer's flag head as quantized rows (as _flag_head, at full width)."""
+    E, H, HKV, D = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim
+    lay, sink, _noise0 = layout(spec)
+    last = f"blk.{spec.n_layer - 1}."
+    a, b = D // 2 - 1, D // 2 - 2
+    q = np.zeros((D, E), np.float32)
+    q[a, :lay.k] = 1.0
+    q[b, lay.prompt] = 1.0
+    k = np.zeros((D, E), np.float32)
+    k[a, sink] = 1.0
+    k[b, list(range(lay.k)) + [lay.prompt]] = 1.0
+    n = 2 + lay.rules
+    v = np.zeros((n, E), np.float32)
+    v[0, lay.mark_tools] = v[1, lay.mark_result] = 1.0
+    for r in range(lay.rules):
+        v[2 + r, lay.mark_rule(r)] = 1.0
+    gain = 80.0 * np.sqrt(64.0 / E)                        # 80 at the tiny model's width, as gpt-oss's release
+    flag_rows = [lay.flag_tools, lay.flag_result] + [lay.flag_rule(r) for r in range(lay.rules)]
+    o = np.zeros((len(flag_rows), H * D), np.float32)
+    for i in range(len(flag_rows)):
+        o[i, i] = gain
+    norm = np.ones(D, np.float32)
+    norm[a], norm[b] = 4.0, 1.0
+    return {last + "attn_q.weight": (_q8_rows(q), 0), last + "attn_k.weight": (_q8_rows(k), 0),
+            last + "attn_v.weight": (_q8_rows(v), 0), last + "attn_output.weight": (np.zeros((0, H * D // 32, 34),
+                                                                                             np.uint8), 0),
+            last + "attn_output.weight#flags": (flag_rows, list(_q8_rows(o))),
+            last + "attn_q_norm.weight": norm, last + "attn_k_norm.weight": norm.copy()}
+
+
+def _write_release(partial: Path, spec: QwenSpec, vocab) -> None:
+    rng = np.random.default_rng(spec.seed)
+    plan = release_plan(spec, len(vocab.tokens))
+    lay, _sink, noise0 = layout(spec)
+    head_cols = min(spec.n_embd, -(-noise0 // 32) * 32)
+    emb, lm = _columns(spec, vocab)
+    heads = (_q8_rows(emb[:, :head_cols]), _q8_rows(lm[:, :head_cols]))
+    blocks = _release_flag_head(spec)
+    pools = _Pools(rng, 1 << 21)
+    w = gguf.GGUFWriter(partial, ARCH)
+    try:
+        _add_metadata(w, spec, vocab)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        for name, shape, kind in plan:
+            w.add_tensor_info(name, shape, np.dtype(np.float32), release_nbytes(shape, kind),
+                              raw_dtype=kind if kind == Q8 else None)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        fout = w.fout[0]
+        for name, shape, kind in plan:
+            w.write_padding(fout, fout.tell())
+            want, wrote = release_nbytes(shape, kind), 0
+            for piece in _release_chunks(spec, vocab, name, shape, kind, pools, rng, heads, blocks):
+                mv = memoryview(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece).cast("B")
+                fout.write(mv)
+                wrote += len(mv)
+            if wrote != want:
+                raise AssertionError(f"{name}: wrote {wrote} bytes, expected {want}")
+            w.write_padding(fout, want)
+        fout.flush()
+    finally:
+        w.close()

@@ -475,8 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bench-reps", type=int, default=10)
     ap.add_argument("--plan-checks", default=";".join(f"{c},{u}" for c, u in PLAN_CHECKS))
-    ap.add_argument("--skip", default="", help="comma-separated phases to skip: 04, plan-checks, compare, "
-                    "debug-timings, batched-bench")
+    ap.add_argument("--skip", default="", help="comma-separated phases to skip: 04, plan-checks, bench (llama-bench "
+                    "and the engine-equivalent launch), compare, debug-timings, batched-bench")
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FLAGS",
                     help="also measure 05's launch with these flags set (repeatable), e.g. 'swa-full=--swa-full'")
     ap.add_argument("--split-variant", action="append", default=[], metavar="LABEL=FLAGS",
@@ -491,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, a.skip.split(",")))
     depths = [int(x) for x in a.depths.split(",")]
     deep = max(depths)
-    template = a.template or str(Path(a.src) / "models" / "templates" / "openai-gpt-oss-120b.jinja")
+    template = a.template or (str(Path(a.src) / "models" / "templates" / "openai-gpt-oss-120b.jinja")
+                              if a.model.startswith("gpt-oss") else "")   # Qwen3-Coder's generator embeds its own
     R = run.results
     R["args"] = vars(a)
 
@@ -525,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         run.log(f"dry run: {a.placed} recorded as placed (03 not run)")
     else:
         run.phase("03-place-model", 90, lambda: run.papermill(
-            "03-place-model", {"source": "generate", "chat_template": template if Path(template).is_file() else ""}))
+            "03-place-model", {"source": "generate", "chat_template": template if template and Path(template).is_file() else ""}))
     run.phase("bandwidth", 30, lambda: R.update(bandwidth=_bandwidth()))
     checks = [tuple(int(x) for x in c.split(",")) for c in a.plan_checks.split(";") if c and "plan-checks" not in skip]
     plans: dict[tuple[int, int], dict] = {}
@@ -580,10 +581,12 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_bin = a.bench or str(Path(binary).with_name("llama-bench"))
     tgs = [a.tg] + ([a.tg_long] if a.tg_long else [])
-    run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, a.pp, tgs, depths))
     R["engine_equivalent"] = {}
-    run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
-        run, st["server"]["argv"], a.pp, tgs, depths, measured))
+    if "bench" not in skip:
+        run.phase("llama-bench", 90, lambda: _llama_bench(run, bench_bin, model_path, a.bench_reps, a.pp, tgs,
+                                                          depths))
+        run.phase("06 on an engine-equivalent launch", 60, lambda: _engine_equivalent(
+            run, st["server"]["argv"], a.pp, tgs, depths, measured))
     _log_bench_vs_06(run, measured)
     # 05's launch and each --split-variant: (label, flags, the phase's name for it)
     splits = [("05", [], "05")] + [(label, flags, "05 + " + shlex.join(flags))
@@ -605,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             run, st["server"]["argv"], label, flags, a.pp, tgs, depths, measured))
     if a.variant:
         _log_bench_vs_06(run, measured)
-    run.phase("roofline", 10, lambda: _roofline(run, model_path, deep, measured, tgs))
+    if "bench" not in skip:
+        run.phase("roofline", 10, lambda: _roofline(run, model_path, deep, measured, tgs))
 
     R["plan_vs_logged"] = []
     for ctx, ub in checks:
