@@ -83,6 +83,24 @@ def test_the_launcher_wires_one_process_and_touches_no_settings_file(server, tmp
     assert not claude.settings_path("sandbox").is_relative_to(owner)
 
 
+def test_07_s_launcher_scope_proves_the_local_session_and_writes_no_file(server, tmp_path, monkeypatch):
+    """07 with scope launcher (a GB10's default): the real CLI's Read turn as `sparkkit claude` runs it, and not
+    one settings file written or changed — the record says so, for whom."""
+    _started, _launch, home = server
+    monkeypatch.setenv("HOME", str(tmp_path / "owner"))
+    sandbox = claude.settings_path("sandbox")
+    before = sandbox.read_bytes() if sandbox.exists() else None
+    w = claude.run("launcher")
+    assert w.settings is None and w.run.exit_code == 0, w.run.stderr_tail
+    assert [t["name"] for t in w.run.tool_uses] == ["Read"] and w.run.result == REPLY_TEXT
+    verdict, _headline, results = w.record()
+    assert verdict == "pass" and results["scope"] == "launcher" and results["settings"] is None
+    assert results["for_whom"].startswith("nothing was written")
+    assert (sandbox.read_bytes() if sandbox.exists() else None) == before
+    assert not (tmp_path / "owner").exists()                                            # the owner's home untouched
+    assert not list((home / "claude-launcher").glob("*.json"))                          # its 0600 file is gone
+
+
 def test_count_tokens_answers_so_claude_codes_context_shows_the_servers_count(server):
     started, _launch, _home = server
     with verify.client(started.base_url) as c:

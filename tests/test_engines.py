@@ -146,7 +146,13 @@ def test_all_seven_runbooks_with_a_replayed_engine_on_a_gb10(tmp_path, hub, engi
                             "-p", "tg_tokens", "8")
         assert out.returncode == 0, out.stderr[-3000:]
         # the real Claude Code CLI through the replayed vLLM's /v1/messages (a scripted Read, as the tiny model's)
-        out = box.papermill("07", "-p", "run_cli", str(engine == "vllm"))
+        out = box.papermill("07", "-p", "run_cli", "False")             # a GB10's default: the launcher, no file
+        assert out.returncode == 0, out.stderr[-3000:]
+        rec = box.record("07-wire-claude")
+        assert rec["results"]["scope"] == "launcher" and rec["results"]["settings"] is None
+        assert "nothing was written" in rec["results"]["for_whom"]
+        assert not (tmp_path / "user-home" / ".claude" / "settings.json").exists()
+        out = box.papermill("07", "-p", "run_cli", str(engine == "vllm"), "-p", "scope", "user")
         assert out.returncode == 0, out.stderr[-3000:]
         if engine == "vllm":
             cli = box.record("07-wire-claude")["results"]["cli"]
@@ -345,9 +351,9 @@ def test_an_engine_without_v1_messages_is_bridged_or_refused(tmp_path, hub, monk
             out = box.papermill("07", "-p", "run_cli", "False")
         assert out.returncode != 0 and "07 will not wire Claude Code to http://127.0.0.1:30000: it has no " \
                                        "/v1/messages" in out.stderr
-        settings = box.tmp / "user-home" / ".claude" / "settings.json"      # scope auto on a GB10: the user's
+        settings = box.tmp / "user-home" / ".claude" / "settings.json"      # scope user on a GB10: the user's
         assert not settings.exists()
-        out = box.papermill("07", "-p", "run_cli", "False")
+        out = box.papermill("07", "-p", "run_cli", "False", "-p", "scope", "user")
         assert out.returncode == 0, out.stderr[-3000:]
         env = json.loads(settings.read_text())["env"]
         bridge = json.loads(box.sparkkit("bridge", "status").stdout)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "server is replaced only once the new one answers) and wire Claude Code to it. "
                                     "sparkkit use cloud: undo sparkkit's wiring everywhere (or at --scope).")
     us.add_argument("target", metavar="MODEL|cloud")
-    us.add_argument("--scope", default="", choices=["", "auto", "user", "project", "sandbox"],
+    us.add_argument("--scope", default="", choices=["", "auto", "launcher", "user", "project", "sandbox"],
                     help="where to wire (default: the one place sparkkit wired now, else 07's auto)")
     us.add_argument("--project-dir", default="", metavar="DIR", help="with --scope project: the project")
     us.add_argument("--run-dir", default="", help="where the records go (default: a new run)")

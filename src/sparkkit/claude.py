@@ -205,15 +205,41 @@ class CliRun:
 
 
 def ask(cli: Path, prompt: str, home: Path, cwd: Path, timeout: float = 600.0,
-        add_dirs: tuple[Path, ...] = (), progress: Callable[[str], None] | None = None) -> CliRun:
-    """Run `claude -p PROMPT` with its settings from `home`; parse the stream-json transcript as it comes
-    (`progress` gets one line per tool call, tool result and answer while the CLI runs)."""
+        add_dirs: tuple[Path, ...] = (), progress: Callable[[str], None] | None = None,
+        launcher_env: dict[str, str] | None = None) -> CliRun:
+    """Run `claude -p PROMPT` with its settings from `home` (or, `launcher_env`, as `sparkkit claude` runs it:
+    those settings through `--settings` and the process environment, no file of `home` written); parse the
+    stream-json transcript as it comes (`progress` gets one line per tool call, tool result and answer)."""
     # A clean environment: the settings file alone must be enough (and the caller's own
     # ANTHROPIC_* variables must not leak into the proof).
     env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-           "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1"}
+           "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", **(launcher_env or {})}
+    if launcher_env:
+        with launcher_settings(launcher_env) as flag:
+            return _ask(cli, prompt, env, cwd, timeout, add_dirs, progress, ["--settings", str(flag)])
+    return _ask(cli, prompt, env, cwd, timeout, add_dirs, progress, [])
+
+
+@contextlib.contextmanager
+def launcher_settings(env_block: dict[str, str]):
+    """The settings of one launched process: a 0600 file of sparkkit's own, removed afterwards."""
+    folder = records.home() / "claude-launcher"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="settings-", suffix=".json", dir=folder)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"env": env_block}, f)
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _ask(cli: Path, prompt: str, env: dict[str, str], cwd: Path, timeout: float, add_dirs: tuple[Path, ...],
+         progress: Callable[[str], None] | None, flags: list[str]) -> CliRun:
     t0 = time.monotonic()
-    extra = [a for d in add_dirs for a in ("--add-dir", str(d))]
+    extra = [a for d in add_dirs for a in ("--add-dir", str(d))] + flags
     proc = subprocess.Popen([str(cli), "-p", prompt, "--output-format", "stream-json", "--verbose", *extra],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
@@ -265,7 +291,18 @@ def _read_event(line: str, run: CliRun, progress: Callable[[str], None] | None, 
         say(f"{'error' if ev.get('is_error') else 'answer'} after {run.turns} turn(s): {run.result[:100]!r}")
 
 
-SCOPES = ("auto", "sandbox", "user", "project")
+SCOPES = ("auto", "launcher", "sandbox", "user", "project")
+# What each scope changes, and for whom: 07 says it in its record and under its cell.
+FOR_WHOM = {
+    "launcher": "nothing was written: every Claude Code session keeps what it had; `sparkkit claude` starts one "
+                "on the local model (this process only); `sparkkit use MODEL --scope user` makes it stick",
+    "sandbox": "only sparkkit's own sandbox home ({path}); the owner's Claude Code is untouched; `sparkkit claude` "
+               "starts a local session",
+    "user": "every Claude Code session of this user on this box now uses the local model ({path}); "
+            "`sparkkit use cloud` gives the file back as it was",
+    "project": "Claude Code sessions started in {project} use the local model ({path}); every other session keeps "
+               "what it had; `sparkkit unwire project {project}` undoes it",
+}
 
 
 @dataclass
@@ -278,17 +315,21 @@ class Wiring:
     prompt: str
     bridge: dict[str, Any] | None = None     # the LiteLLM bridge 07 put in front (an engine without /v1/messages)
     notes: list[str] = field(default_factory=list)
+    scope: str = ""
+    said: str = ""                            # what 07 changed, and for whom (FOR_WHOM)
 
     def record(self) -> tuple[str, str, dict[str, Any]]:
-        results = {"settings": str(self.settings.path), "backup": str(self.settings.backup or ""),
-                   "added": self.settings.added, "changed": self.settings.changed, "kept": self.settings.kept,
-                   "env": self.env, "cli_version": self.cli_version, "prompt": self.prompt,
+        s = self.settings
+        results = {"scope": self.scope, "for_whom": self.said, "settings": str(s.path) if s else None,
+                   "backup": str(s.backup or "") if s else "", "added": s.added if s else [],
+                   "changed": s.changed if s else [], "kept": s.kept if s else [], "env": self.env, "cli_version": self.cli_version, "prompt": self.prompt,
                    "cli": self.run.to_dict() if self.run else None, "notes": self.notes,
                    "bridge": {k: v for k, v in (self.bridge or {}).items() if k in ("pid", "base_url", "log", "litellm",
                                                                                   "aliases")} or None}
         if self.run is None:
-            return "warn", (f"settings written to {self.settings.path}; CLI not run (run_cli=False)"
-                            + (f"; {self.notes[0]}" if self.notes else "")), results
+            where = f"settings written to {s.path}" if s else "no settings file written (scope launcher)"
+            return "warn", (f"{where}; CLI not run (run_cli=False)" + (f"; {self.notes[0]}" if self.notes else "")), \
+                results
         used = [t["name"] for t in self.run.tool_uses]
         tool_ok = bool(used) and self.run.tool_results and not any(r["is_error"] for r in self.run.tool_results)
         verdict = "pass" if self.run.ok and tool_ok else "fail"
@@ -334,29 +375,31 @@ def run(scope: str = "auto", prompt: str = "", run_cli: bool = True, claude_bin:
     base_url, key, launch = connection()
     if run_cli:
         check_context(launch)
-    if scope == "auto":
-        scope = "sandbox" if records.load_state().get("host", {}).get("target") != "gb10" else "user"
+    if scope == "auto":    # on a GB10 the least surprising: no file changed, `sparkkit claude` for a local session
+        scope = "sandbox" if records.load_state().get("host", {}).get("target") != "gb10" else "launcher"
     bridged = None
     if not has_messages(base_url, key):
         bridged = bridge_for(base_url, launch["alias"], key)
         base_url, key = bridged["base_url"], None          # on loopback the bridge takes LOCAL_TOKEN
     env = settings_env(base_url, launch["alias"], window(launch), key)
-    written = write_settings(settings_path(scope, project_dir), env)
+    written = None if scope == "launcher" else write_settings(settings_path(scope, project_dir), env)
     probe = records.probe_file()
     prompt = prompt or f"Use the Read tool to read {probe} and tell me in one sentence what it says."
     notes = _engine_notes(engine)
     if bridged:
         notes.insert(0, f"the engine has no /v1/messages: Claude Code goes through the LiteLLM bridge at "
                         f"{bridged['base_url']} (pid {bridged['pid']}; `sparkkit bridge stop` stops it)")
+    said = FOR_WHOM[scope].format(path=written.path if written else "", project=project_dir)
     if not run_cli:
-        return Wiring(written, env, None, None, None, prompt, bridged, notes)
+        return Wiring(written, env, None, None, None, prompt, bridged, notes, scope, said)
     cli = ensure_cli(claude_bin)
-    home = sandbox_home() if scope == "sandbox" else Path.home()
+    home = sandbox_home() if scope in ("sandbox", "launcher") else Path.home()
     if scope == "project":    # a session started in the project, as the owner's would be; the probe read from outside
         result = ask(cli, prompt, home, project_root(project_dir), timeout, add_dirs=(probe.parent,), progress=print)
-    else:
-        result = ask(cli, prompt, home, probe.parent, timeout, progress=print)
-    return Wiring(written, env, cli, cli_version(cli), result, prompt, bridged, notes)
+    else:                     # launcher: as `sparkkit claude` runs it, in sparkkit's sandbox home (no owner file)
+        result = ask(cli, prompt, home, probe.parent, timeout, progress=print,
+                     launcher_env=env if scope == "launcher" else None)
+    return Wiring(written, env, cli, cli_version(cli), result, prompt, bridged, notes, scope, said)
 
 
 def has_messages(base_url: str, key: str | None) -> bool:
@@ -440,14 +483,5 @@ def launch(args: list[str], cli: str = "") -> int:
     check_context(launch_)
     env_block = settings_env(base_url, launch_["alias"], window(launch_), key)
     exe = ensure_cli(cli)
-    folder = records.home() / "claude-launcher"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="settings-", suffix=".json", dir=folder)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"env": env_block}, f)
-        return subprocess.run([str(exe), "--settings", tmp, *args], env={**os.environ, **env_block}).returncode
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    with launcher_settings(env_block) as flag:
+        return subprocess.run([str(exe), "--settings", str(flag), *args], env={**os.environ, **env_block}).returncode

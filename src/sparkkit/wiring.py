@@ -138,6 +138,8 @@ def back_to_cloud(scope: str = "", project_dir: str = "") -> list[str]:
     """`sparkkit use cloud`: undo sparkkit's wiring at `scope` (project: of `project_dir`), or at every place it
     wired when `scope` is empty; one sentence per place. The `sparkkit claude` launcher writes no file, so it
     has nothing to undo."""
+    if scope == "launcher":
+        return ["the launcher (`sparkkit claude`) writes no settings file: nothing to undo"]
     if scope:
         return [unwire(scope, project_dir)]
     said = []
