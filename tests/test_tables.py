@@ -109,3 +109,41 @@ def test_tuner_button_updates_02s_record_and_keeps_the_old_one(state):
     kept = [p for p in run.glob("02-plan.*.json")]
     assert len(kept) == 1 and records.read_record(kept[0])["results"]["context"] == 4096   # never lost
     assert "record 02-plan.json updated" in t.status.value
+
+
+def _runs(depths=(0, 1000)) -> pd.DataFrame:
+    rows = []
+    for d in depths:
+        if d:
+            rows.append({"test": f"context d{d}", "kind": "context", "depth": d, "repeat": 1, "tok/s": 900.0,
+                         "new prompt tokens": d, "cached": 0, "generated": 1, "TTFT (s)": 1.25, "total (s)": 1.3,
+                         "source": "engine"})
+        for kind, rate, ttft in (("tg", 50.0, 0.02), ("tg agent", 40.0, 0.05), ("pp", 1000.0, 0.3)):
+            rows.append({"test": f"{kind} @ d{d}", "kind": kind, "depth": d, "repeat": 1, "tok/s": rate,
+                         "new prompt tokens": 10, "cached": d, "generated": 16, "TTFT (s)": ttft, "total (s)": 1.0,
+                         "source": "engine"})
+    return pd.DataFrame(rows)
+
+
+def test_06_headline_and_plot_name_the_ttft_they_show():
+    """06's headline quoted an agent turn's (cached) TTFT while its plot was titled 'TTFT of a cold prompt'."""
+    from sparkkit import verify
+    runs = _runs()
+    h = bench.headline(runs)
+    assert (h["ttft_s"], h["cold_ttft_s"], h["cold_depth"]) == (0.05, 1.25, 1000)
+    _, text, results = verify.record([], runs)
+    assert "an agent turn's TTFT 0.050 s (context cached" in text and "cold TTFT 1.250 s at depth 1000" in text
+    ax = bench.figure(runs).axes[2]
+    assert ax.get_title() == "time to first token (s)"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["agent turn (context cached)", "cold prompt (all new)"]
+    h0 = bench.headline(_runs((0,)))
+    assert h0["cold_ttft_s"] is None and "cold TTFT" not in verify.record([], _runs((0,)))[1]
+
+
+def test_a_record_never_holds_nan(tmp_path):
+    v = records.finish("06-verify", "pass", "x", {"summary": [{"± sd": float("nan"), "tok/s": 1.0}],
+                                                  "inf": math.inf}, tmp_path)
+    text = v.record_path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["results"]["summary"][0]["± sd"] is None

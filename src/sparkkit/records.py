@@ -65,6 +65,18 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+def finite(obj: Any) -> Any:
+    """A copy of `obj` with every NaN or infinity None: JSON has no NaN (Python writes it, and other JSON
+    readers refuse the file), and a missing figure is "none", not a number."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one. The temporary
     file has a name of its own (two writers never share one) and the final mode from its creation, and
@@ -245,7 +257,7 @@ def finish(step: str, verdict: str, headline: str, results: dict[str, Any], run_
             keep, n = path.with_name(f"{step}.{stamp}-{n}.json"), n + 1
         os.replace(path, keep)
     _write_json(path, {"schema": RECORD_SCHEMA, "step": step, "verdict": verdict, "headline": headline,
-                       "finished_at": now(), "results": redact(results)})
+                       "finished_at": now(), "results": finite(redact(results))})
     v = Verdict(step, verdict, headline, path, results)
     if verdict == "fail":
         raise StepFailed(repr(v))
