@@ -46,6 +46,14 @@ def test_finish_writes_a_redacted_record_and_raises_on_fail(tmp_path):
     assert json.loads((run / "06-verify.json").read_text())["verdict"] == "fail"
 
 
+def test_a_rate_per_token_is_no_secret():
+    """02's record carried the architecture's active_bytes_per_token as "***" (a key ending in _token)."""
+    assert not any(records.is_secret(k) for k in ("active_bytes_per_token", "bytes per token", "per_token",
+                                                  "prompt tokens", "completion_tokens"))
+    assert all(records.is_secret(k) for k in ("HF_TOKEN", "ANTHROPIC_AUTH_TOKEN", "token", "api_key", "paper_token"))
+    assert records.redact({"arch": {"active_bytes_per_token": 3.5e9}}) == {"arch": {"active_bytes_per_token": 3.5e9}}
+
+
 def test_corrupt_state_file_is_reported_not_overwritten():
     records.state_path().parent.mkdir(parents=True)
     records.state_path().write_text("{not json")

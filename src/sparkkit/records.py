@@ -31,8 +31,10 @@ STATE_SCHEMA = "sparkkit.state/1"
 VERDICTS = ("pass", "warn", "fail")
 
 # Keys whose values never reach a record, a table or a log line.
-# Whole-key endings only: "HF_TOKEN", "api_key", "DGX_SERIAL_NUMBER" — not "prompt tokens".
-_SECRET_KEY = re.compile(r"(^|[_\-\s])(token|auth_token|api[_\-]?key|secret|password|serial(_number)?)$", re.I)
+# Whole-key endings only: "HF_TOKEN", "api_key", "DGX_SERIAL_NUMBER" — not "prompt tokens", and not a rate
+# "…_per_token" (02's record lost the architecture's active_bytes_per_token to "***").
+_SECRET_KEY = re.compile(r"(^|(?<![_\-\s]per)(?<!^per)[_\-\s])"
+                         r"(token|auth_token|api[_\-]?key|secret|password|serial(_number)?)$", re.I)
 
 
 class StepFailed(SparkkitError):
