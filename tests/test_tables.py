@@ -142,8 +142,11 @@ def test_06_headline_and_plot_name_the_ttft_they_show():
 
 
 def test_a_record_never_holds_nan(tmp_path):
-    v = records.finish("06-verify", "pass", "x", {"summary": [{"± sd": float("nan"), "tok/s": 1.0}],
-                                                  "inf": math.inf}, tmp_path)
+    from sparkkit import verify
+    runs = _runs((0,))          # one repeat: no ± sd, NaN in pandas
+    runs.loc[runs["kind"] == "pp", "tok/s"] = math.inf
+    v = records.finish("06-verify", *verify.record([], runs), tmp_path)
     text = v.record_path.read_text()
     assert "NaN" not in text and "Infinity" not in text
-    assert json.loads(text)["results"]["summary"][0]["± sd"] is None
+    saved = json.loads(text)["results"]
+    assert saved["summary"][0]["± sd"] is None and saved["prefill_tps"] is None

@@ -9,7 +9,9 @@ Layout (all under ``SPARKKIT_HOME``, default ``~/.sparkkit``):
 - ``runs/<run-id>/`` (or ``SPARKKIT_RUNS``) — one directory per run: each executed notebook and,
   next to it, ``NN-name.json``, its machine-readable record (schema ``sparkkit.record/1``).
 
-A record is ``{"schema", "step", "verdict": pass|warn|fail, "headline", "finished_at", "results"}``.
+A record is ``{"schema", "results_schema", "step", "verdict": pass|warn|fail, "headline", "finished_at",
+"results"}``; `results` is typed per step (``sparkkit.results``, the JSON Schema in
+``sparkkit/data/schema/results-1.json``) and checked as the record is written.
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ _SECRET_KEY = re.compile(r"(^|(?<![_\-\s]per)(?<!^per)[_\-\s])"
 
 class StepFailed(SparkkitError):
     """A runbook's verdict was `fail`; its record was written before this was raised."""
+
+
+class RecordError(SparkkitError):
+    """A step's results do not follow the committed results schema (a sparkkit bug): nothing was written under
+    the step's name; the results are kept beside it as `<step>.invalid.json`."""
 
 
 def home() -> Path:
@@ -249,17 +256,27 @@ def finish(step: str, verdict: str, headline: str, results: dict[str, Any], run_
 
     Secrets are redacted before anything is written.
     """
+    from .results import RESULTS_SCHEMA, problems
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    record = {"schema": RECORD_SCHEMA, "results_schema": RESULTS_SCHEMA, "step": step, "verdict": verdict,
+              "headline": headline, "finished_at": now(), "results": finite(redact(results))}
+    record = json.loads(json.dumps(record, default=str))        # what a reader of the file gets
+    wrong = problems(record)
     path = Path(run_directory) / f"{step}.json"
+    if wrong:   # a sparkkit bug: no record under the step's name that breaks its schema; the results kept
+        keep = path.with_name(f"{step}.invalid.json")
+        _write_json(keep, record)
+        raise RecordError(f"{step}'s results do not follow {RESULTS_SCHEMA} at {wrong[0]}"
+                          + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
+                          + f" — a sparkkit bug (please report it); the results are kept in {keep}")
     if path.exists():   # a re-run of this step in the same run: keep the earlier record beside it
         stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
         keep, n = path.with_name(f"{step}.{stamp}.json"), 1
         while keep.exists():
             keep, n = path.with_name(f"{step}.{stamp}-{n}.json"), n + 1
         os.replace(path, keep)
-    _write_json(path, {"schema": RECORD_SCHEMA, "step": step, "verdict": verdict, "headline": headline,
-                       "finished_at": now(), "results": finite(redact(results))})
+    _write_json(path, record)
     v = Verdict(step, verdict, headline, path, results)
     if verdict == "fail":
         raise StepFailed(repr(v))
