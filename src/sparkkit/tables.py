@@ -64,8 +64,17 @@ class WholeTable(pd.DataFrame):
             return df.to_html(index=False, na_rep="", escape=False, formatters=text or None)
 
     def __repr__(self) -> str:
+        df = readable(self)
+        left = {}      # text reads from the left (a column of sentences right-aligned is hard to read); numbers right
+        for i, name in enumerate(df.columns):
+            col = df.iloc[:, i]
+            if not pd.api.types.is_numeric_dtype(col.dtype) and not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) or v == "" for v in col):
+                width = max([len(str(v)) for v in col] + [len(str(name))])
+                left[name] = lambda v, w=width: str(v).ljust(w)
         with pd.option_context(*[x for kv in _WHOLE.items() for x in kv], "display.width", 100_000):
-            return readable(self).to_string(index=False, na_rep="")
+            text = df.to_string(index=False, na_rep="", formatters=left or None, justify="left")
+        return "\n".join(line.rstrip() for line in text.splitlines())
 
     def to_plain(self) -> str:
         """The text a terminal shows (what `print` and `repr` give)."""

@@ -103,7 +103,8 @@ class ContextTuner:
         p = self.view.plan
         self.record_path = self._rewrite_record()
         self.status.value = (f"05-serve will launch context {p.context} × {p.slots} slot(s), KV {p.kv_type} "
-                             f"({p.verdict})" + (f"; record {self.record_path.name} updated" if self.record_path else ""))
+                             f"({p.verdict})"
+                             + (f"; record {self.record_path.name} updated" if self.record_path else ""))
         return self.adopted
 
     def _rewrite_record(self) -> Path | None:
