@@ -111,6 +111,14 @@ def test_tuner_button_updates_02s_record_and_keeps_the_old_one(state):
     assert "record 02-plan.json updated" in t.status.value
 
 
+def test_the_tuner_shows_a_refusal_with_its_parameter_as_code(state):
+    from sparkkit.tuner import ContextTuner
+    t = ContextTuner.for_view(plan.run(context=4096))
+    t.context.value = 1024
+    t.slots.value = 8                                     # 128 tokens a slot: refused, shown in the widget's HTML
+    assert "parameter <code>slots</code>: got 8" in t.status.value and "`" not in t.status.value
+
+
 def _runs(depths=(0, 1000)) -> pd.DataFrame:
     rows = []
     for d in depths:

@@ -15,6 +15,7 @@ import ipywidgets as W
 
 from .model import Architecture
 from .plan import ENGINE_NAMES, PlanView, Setting, adopt, kv_types_for, plan_view
+from .tables import code_html
 
 
 class ContextTuner:
@@ -77,7 +78,7 @@ class ContextTuner:
             self.error = str(e)
         self.adopt_button.disabled = (self.error is not None or self.setting is None or not self.setting.adoptable)
         p = self.view.plan if self.view and not self.error else None
-        self.status.value = (f"<b>{self.error}</b>" if self.error else
+        self.status.value = (f"<b>{code_html(self.error)}</b>" if self.error else
                              f"{ENGINE_NAMES[self.engine]}: <b>{p.verdict}</b>, {p.total_bytes / 2**30:.2f} of "
                              f"{p.usable_bytes / 2**30:.1f} GiB; largest context that fits {self.view.largest}; "
                              f"{self.view.slot_line()}")
