@@ -65,15 +65,19 @@ class WholeTable(pd.DataFrame):
 
     def __repr__(self) -> str:
         df = readable(self)
-        left = {}      # text reads from the left (a column of sentences right-aligned is hard to read); numbers right
+        # text reads from the left (a column of sentences right-aligned is hard to read); numbers stay right
+        names, left = [], {}
         for i, name in enumerate(df.columns):
             col = df.iloc[:, i]
             if not pd.api.types.is_numeric_dtype(col.dtype) and not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) or v == "" for v in col):
                 width = max([len(str(v)) for v in col] + [len(str(name))])
+                name = str(name).ljust(width)
                 left[name] = lambda v, w=width: str(v).ljust(w)
+            names.append(name)
+        df = df.set_axis(names, axis=1)
         with pd.option_context(*[x for kv in _WHOLE.items() for x in kv], "display.width", 100_000):
-            text = df.to_string(index=False, na_rep="", formatters=left or None, justify="left")
+            text = df.to_string(index=False, na_rep="", formatters=left or None)
         return "\n".join(line.rstrip() for line in text.splitlines())
 
     def to_plain(self) -> str:
