@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(why, flush=True)
         return run_all(a.run_dir, keep_serving="yes", choices=chosen, only=only)
     if a.cmd == "wired":
-        import pandas as pd
+        from .tables import WholeTable
         from .wiring import wired
-        with pd.option_context("display.max_colwidth", None, "display.width", 10_000):
-            print(pd.DataFrame(wired()).to_string(index=False))
+        print(WholeTable(wired()).to_plain())
         return 0
     if a.cmd == "install-cli":
         from .claude import cli_version, ensure_cli
