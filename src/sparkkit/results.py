@@ -304,12 +304,9 @@ def _validator():
 def problems(record: dict[str, Any]) -> list[str]:
     """Where `record` (as JSON reads it back) departs from the committed schema: one line each, most
     specific first; empty when it follows it."""
-    out = []
-    for e in _validator().iter_errors(record):
-        e = _closest(e)
-        where = ".".join(str(p) for p in e.absolute_path) or "the record"
-        out.append(f"`{where}`: {e.message[:300]}")
-    return sorted(out, key=lambda line: -line.count("."))
+    found = [_closest(e) for e in _validator().iter_errors(record)]
+    found.sort(key=lambda e: -len(e.absolute_path))
+    return [f"`{'.'.join(str(p) for p in e.absolute_path) or 'the record'}`: {e.message[:300]}" for e in found]
 
 
 def _closest(e):
