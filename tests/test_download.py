@@ -378,6 +378,8 @@ def test_other_copies_are_listed_with_sizes_and_removal_commands(hub, tmp_path, 
     assert "bad" not in " ".join(placed.notes)
     out = capsys.readouterr().out
     assert "ollama rm gpt-oss:120b" in out and "65.0 GB" in out
+    shown = placed.copies_table()                          # 03 displays this: every removal command whole
+    assert all(c["remove"] in repr(shown) for c in placed.other_copies)
     verdict, headline, _ = placed.record()
     assert verdict == "warn" and "5 other copies" in headline
 

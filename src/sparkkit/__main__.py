@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                                        "(no settings file touched); the rest of the line goes to claude",
                         add_help=False)
     cl.add_argument("args", nargs=argparse.REMAINDER)
+    rn = sub.add_parser("runs", help="list the recorded runs (time, host, model, engine, verdicts, key figures); "
+                                     "RUN: one run's figures; RUN RUN: two side by side",
+                        description="The runs under $SPARKKIT_RUNS (default $SPARKKIT_HOME/runs). A run is named by "
+                                    "its id (the directory name; a unique prefix will do) or by a run directory's path.")
+    rn.add_argument("run", nargs="*", metavar="RUN", help="a run id or directory; two to compare")
     snap = sub.add_parser("snapshot", help="save this machine's host facts in DIR (serials and tokens redacted), "
                           "for 01's -p host or a bug report")
     snap.add_argument("dir", metavar="DIR", help="a new or empty directory")
@@ -110,16 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         print(why, flush=True)
         return run_all(a.run_dir, keep_serving="yes", choices=chosen, only=only)
     if a.cmd == "wired":
-        import pandas as pd
+        from .tables import WholeTable
         from .wiring import wired
-        with pd.option_context("display.max_colwidth", None, "display.width", 10_000):
-            print(pd.DataFrame(wired()).to_string(index=False))
+        print(WholeTable(wired()).to_plain())
         return 0
     if a.cmd == "install-cli":
         from .claude import cli_version, ensure_cli
         cli = ensure_cli()
         print(f"{cli} ({cli_version(cli)})")
         return 0
+    if a.cmd == "runs":
+        from .errors import SparkkitError
+        from .runs import main as runs_main
+        try:
+            return runs_main(a.run, err=lambda line: print(line, file=sys.stderr))
+        except SparkkitError as e:
+            print(f"sparkkit runs: {e}", file=sys.stderr)
+            return 2
     if a.cmd == "snapshot":
         from .errors import ParameterError
         from .snapshot import capture

@@ -108,12 +108,17 @@ class Placed:
         return ("warn" if self.other_copies else "pass"), head, self.to_dict()
 
     def table(self):
-        """One row per file: what the notebook displays after placing."""
-        import pandas as pd
+        """One row per file: what the notebook displays after placing (cells whole: sha256s and paths)."""
+        from .tables import WholeTable
         if self.files:
-            return pd.DataFrame(self.files)
-        return pd.DataFrame([{"name": Path(self.path).name, "size_bytes": self.size_bytes, "source": self.source,
-                              "seconds": round(self.seconds, 2)}])
+            return WholeTable(self.files)
+        return WholeTable([{"name": Path(self.path).name, "size_bytes": self.size_bytes, "source": self.source,
+                            "seconds": round(self.seconds, 2)}])
+
+    def copies_table(self):
+        """Other copies of this model family, and how to remove each (the commands whole)."""
+        from .tables import WholeTable
+        return WholeTable(self.other_copies)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from . import engines as _engines
 from .engines.launch import CTX_CHECKPOINTS
 from .engines.serving import Serving
 from .model import CATALOGUE, EMBEDDED, GIB, Architecture, engine_download_bytes, is_embedded
+from .tables import WholeTable
 
 MIB = 1024**2
 # The engines, their names and KV types: one registry (sparkkit.engines), read here.
@@ -154,7 +155,7 @@ class Plan:
                  for n, b, how in self.aside]
         why = self.refusal or f"usable {self.usable_bytes / GIB:.1f} GiB"
         rows.append({"component": "total", "GiB": round(self.total_bytes / GIB, 3), "how": f"{self.verdict}: {why}"})
-        return pd.DataFrame(rows)
+        return WholeTable(rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.arch.name, "engine": self.engine, "backend": self.backend, "context": self.context,
@@ -431,7 +432,7 @@ def forecast(arch: Architecture, depths: list[int], kv_type: str = "f16", bandwi
                      "published decode (tok/s)": pub[1] if pub else None,
                      "prefill forecast (tok/s)": round(prefill_forecast(arch, d), 0),
                      "published prefill (tok/s)": pub[0] if pub else None})
-    return pd.DataFrame(rows)
+    return WholeTable(rows)
 
 
 def published(model: str | None) -> pd.DataFrame:
@@ -442,14 +443,20 @@ def published(model: str | None) -> pd.DataFrame:
         p, d = PUBLISHED_SPARK[model][0]
         rows.insert(0, {"engine": "llama.cpp b6918 (benches/dgx-spark.md)", "prefill (tok/s)": p,
                         "decode (tok/s)": d, "source": "ggml-org/llama.cpp"})
-    return pd.DataFrame(rows, columns=["engine", "prefill (tok/s)", "decode (tok/s)", "source"])
+    return WholeTable(rows, columns=["engine", "prefill (tok/s)", "decode (tok/s)", "source"])
+
+
+def forecast_means_something(arch: Architecture) -> bool:
+    """Whether a GB10 speed forecast for `arch` says anything: not for the embedded tiny model (a few MB of
+    weights: its "forecast" is the GB10's bandwidth over nothing, ~100,000 tok/s, which no Spark serves)."""
+    return not (arch.params_total < 1e8 and catalogue_key(arch) is None)
 
 
 def speed_tables(arch: Architecture, kv_type: str = "f16") -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """What 02 shows under "Speed forecast": (a sentence, the forecast by depth, other engines).
     An embedded tiny model says nothing about a GB10, so its forecast is the model it stands in for."""
     key = catalogue_key(arch)
-    if arch.params_total < 1e8 and key is None:
+    if not forecast_means_something(arch):
         key = next((m for m in EMBEDDED.values() if CATALOGUE[m].arch.arch == arch.arch), "gpt-oss-120b")
         arch = CATALOGUE[key].arch
         note = (f"The embedded model is a stand-in a GB10 never serves; this is what a GB10 does with {key}, "
@@ -509,12 +516,17 @@ class PlanView:
             ax.axvline(self.largest, color="red", linestyle=":", alpha=0.5, label=f"largest that fits {self.largest}")
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("GiB")
-        ax2 = ax.twinx()
-        ax2.plot(self.curve["context"], self.curve["decode forecast at full depth (tok/s)"], color="green",
-                 alpha=0.7, label=f"decode forecast (GB10, {GB10_BANDWIDTH / 1e9:.0f} GB/s)")
-        ax2.set_ylabel("decode tok/s at full depth")
-        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-        labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+        handles, labels = ax.get_legend_handles_labels()
+        if forecast_means_something(self.plan.arch):
+            ax2 = ax.twinx()
+            ax2.plot(self.curve["context"], self.curve["decode forecast at full depth (tok/s)"], color="green",
+                     alpha=0.7, label=f"decode forecast (GB10, {GB10_BANDWIDTH / 1e9:.0f} GB/s)")
+            ax2.set_ylabel("decode tok/s at full depth")
+            handles, labels = handles + ax2.get_legend_handles_labels()[0], labels + ax2.get_legend_handles_labels()[1]
+        else:   # the tiny model's "forecast" would be ~100,000 tok/s: drawn, it would read as a real figure
+            ax.text(0.98, 0.04, "no decode forecast: the embedded model is a stand-in no GB10 serves\n"
+                    "(the speed forecast below is gpt-oss-120b's)", transform=ax.transAxes, ha="right",
+                    va="bottom", fontsize=7, color="dimgray")
         ax.legend(handles, labels, fontsize=7, loc="upper left")
         ax.set_title(f"{self.plan.arch.name} on {ENGINE_NAMES[self.plan.engine]}: {self.plan.verdict}, "
                      f"largest context that fits {self.largest}", fontsize=9)

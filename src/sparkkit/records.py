@@ -9,7 +9,9 @@ Layout (all under ``SPARKKIT_HOME``, default ``~/.sparkkit``):
 - ``runs/<run-id>/`` (or ``SPARKKIT_RUNS``) — one directory per run: each executed notebook and,
   next to it, ``NN-name.json``, its machine-readable record (schema ``sparkkit.record/1``).
 
-A record is ``{"schema", "step", "verdict": pass|warn|fail, "headline", "finished_at", "results"}``.
+A record is ``{"schema", "results_schema", "step", "verdict": pass|warn|fail, "headline", "finished_at",
+"results"}``; `results` is typed per step (``sparkkit.results``, the JSON Schema in
+``sparkkit/data/schema/results-1.json``) and checked as the record is written.
 """
 from __future__ import annotations
 
@@ -31,12 +33,19 @@ STATE_SCHEMA = "sparkkit.state/1"
 VERDICTS = ("pass", "warn", "fail")
 
 # Keys whose values never reach a record, a table or a log line.
-# Whole-key endings only: "HF_TOKEN", "api_key", "DGX_SERIAL_NUMBER" — not "prompt tokens".
-_SECRET_KEY = re.compile(r"(^|[_\-\s])(token|auth_token|api[_\-]?key|secret|password|serial(_number)?)$", re.I)
+# Whole-key endings only: "HF_TOKEN", "api_key", "DGX_SERIAL_NUMBER" — not "prompt tokens", and not a rate
+# "…_per_token" (02's record lost the architecture's active_bytes_per_token to "***").
+_SECRET_KEY = re.compile(r"(^|(?<![_\-\s]per)(?<!^per)[_\-\s])"
+                         r"(token|auth_token|api[_\-]?key|secret|password|serial(_number)?)$", re.I)
 
 
 class StepFailed(SparkkitError):
     """A runbook's verdict was `fail`; its record was written before this was raised."""
+
+
+class RecordError(SparkkitError):
+    """A step's results do not follow the committed results schema (a sparkkit bug): nothing was written under
+    the step's name; the results are kept beside it as `<step>.invalid.json`."""
 
 
 def home() -> Path:
@@ -62,6 +71,18 @@ def redact(obj: Any) -> Any:
         return {k: ("***" if _SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]
+    return obj
+
+
+def finite(obj: Any) -> Any:
+    """A copy of `obj` with every NaN or infinity None: JSON has no NaN (Python writes it, and other JSON
+    readers refuse the file), and a missing figure is "none", not a number."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
     return obj
 
 
@@ -235,17 +256,27 @@ def finish(step: str, verdict: str, headline: str, results: dict[str, Any], run_
 
     Secrets are redacted before anything is written.
     """
+    from .results import RESULTS_SCHEMA, problems
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    record = {"schema": RECORD_SCHEMA, "results_schema": RESULTS_SCHEMA, "step": step, "verdict": verdict,
+              "headline": headline, "finished_at": now(), "results": finite(redact(results))}
+    record = json.loads(json.dumps(record, default=str))        # what a reader of the file gets
+    wrong = problems(record)
     path = Path(run_directory) / f"{step}.json"
+    if wrong:   # a sparkkit bug: no record under the step's name that breaks its schema; the results kept
+        keep = path.with_name(f"{step}.invalid.json")
+        _write_json(keep, record)
+        raise RecordError(f"{step}'s results do not follow {RESULTS_SCHEMA} at {wrong[0]}"
+                          + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
+                          + f" — a sparkkit bug (please report it); the results are kept in {keep}")
     if path.exists():   # a re-run of this step in the same run: keep the earlier record beside it
         stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
         keep, n = path.with_name(f"{step}.{stamp}.json"), 1
         while keep.exists():
             keep, n = path.with_name(f"{step}.{stamp}-{n}.json"), n + 1
         os.replace(path, keep)
-    _write_json(path, {"schema": RECORD_SCHEMA, "step": step, "verdict": verdict, "headline": headline,
-                       "finished_at": now(), "results": redact(results)})
+    _write_json(path, record)
     v = Verdict(step, verdict, headline, path, results)
     if verdict == "fail":
         raise StepFailed(repr(v))

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from traitlets.config import Config
 
 from . import records
@@ -138,9 +137,9 @@ def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | Non
         if failed:
             break
     total = time.monotonic() - t_all
-    table = pd.DataFrame(rows)
-    with pd.option_context("display.max_colwidth", None, "display.width", 10_000):   # whole cells
-        print("\n" + table.to_string(index=False, na_rep=""))
+    from .tables import WholeTable
+    table = WholeTable(rows)                  # whole cells, headlines read from the left
+    print("\n" + repr(table))
     overhead = table["kernel+overhead s"].dropna().sum()
     print(f"\ntotal {total:.1f} s, of which kernel start-up and papermill overhead {overhead:.1f} s "
           f"({100 * overhead / total:.0f} %)")

@@ -8,12 +8,14 @@ setting a widget's value or calling `button.click()` runs it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
 
 from .model import Architecture
 from .plan import ENGINE_NAMES, PlanView, Setting, adopt, kv_types_for, plan_view
+from .tables import code_html
 
 
 class ContextTuner:
@@ -23,9 +25,11 @@ class ContextTuner:
     def __init__(self, arch: Architecture, usable_bytes: int, context: int, slots: int = 1,
                  kv_type: str = "f16", ubatch: int = 2048, engine: str = "llamacpp",
                  options: dict[str, Any] | None = None, setting: Setting | None = None,
-                 shown: PlanView | None = None):
+                 shown: PlanView | None = None, run_directory: str | Path | None = None):
         """`shown`: the plan the notebook has just displayed for these values; the tuner then starts
-        from it without drawing its table and plot a second time (see for_view)."""
+        from it without drawing its table and plot a second time (see for_view). `run_directory`: the run
+        whose 02-plan record the button rewrites (default: the current run in the state file)."""
+        self.run_directory = run_directory
         self.arch, self.usable_bytes, self.ubatch, self.engine = arch, usable_bytes, ubatch, engine
         self.options = dict(options or {})
         self.setting = setting
@@ -44,6 +48,7 @@ class ContextTuner:
         self.view: PlanView | None = None
         self.error: str | None = None
         self.adopted: dict[str, Any] | None = None
+        self.record_path: Path | None = None   # the 02-plan record the button last rewrote
         self.draws = 0                 # table-and-plot renders in the widget
         for w in (self.context, self.slots, self.kv_type):
             w.observe(lambda _change: self.refresh(), names="value")
@@ -53,14 +58,15 @@ class ContextTuner:
         self.refresh(draw=shown is None, view=shown)
 
     @classmethod
-    def for_view(cls, view: PlanView) -> "ContextTuner":
-        """A tuner starting from what runbook 02 just planned (`plan.run`)."""
+    def for_view(cls, view: PlanView, run_directory: str | Path | None = None) -> "ContextTuner":
+        """A tuner starting from what runbook 02 just planned (`plan.run`); its button rewrites 02's record
+        in `run_directory` (the run 02 writes to)."""
         # The notebook displayed this plan's table and plot just above; drawing them again inside the
         # widget doubled every executed record, and on one host (the gVisor GPU machine) a widget
         # output of more than 64 KiB stalled papermill for good. They are drawn on the first change.
         p, s = view.plan, view.setting
         return cls(p.arch, p.usable_bytes, p.context, p.slots, p.kv_type, p.ubatch, p.engine, view.options, s,
-                   shown=view)
+                   shown=view, run_directory=run_directory)
 
     def refresh(self, draw: bool = True, view: PlanView | None = None) -> None:
         try:
@@ -72,7 +78,7 @@ class ContextTuner:
             self.error = str(e)
         self.adopt_button.disabled = (self.error is not None or self.setting is None or not self.setting.adoptable)
         p = self.view.plan if self.view and not self.error else None
-        self.status.value = (f"<b>{self.error}</b>" if self.error else
+        self.status.value = (f"<b>{code_html(self.error)}</b>" if self.error else
                              f"{ENGINE_NAMES[self.engine]}: <b>{p.verdict}</b>, {p.total_bytes / 2**30:.2f} of "
                              f"{p.usable_bytes / 2**30:.1f} GiB; largest context that fits {self.view.largest}; "
                              f"{self.view.slot_line()}")
@@ -90,14 +96,29 @@ class ContextTuner:
                 display(self.view.figure())
 
     def use_for_serve(self) -> dict[str, Any] | None:
-        """The button: write the tuned plan to the state file (what 05 launches next)."""
+        """The button: write the tuned plan to the state file (what 05 launches next) and to this run's
+        02-plan record (the earlier record is kept beside it), so the record says what 05 will serve."""
         if self.error or self.view is None or self.setting is None:
             return None
         self.adopted = adopt(self.view, self.setting)
         p = self.view.plan
+        self.record_path = self._rewrite_record()
         self.status.value = (f"05-serve will launch context {p.context} × {p.slots} slot(s), KV {p.kv_type} "
-                             f"({p.verdict})")
+                             f"({p.verdict})"
+                             + (f"; record {self.record_path.name} updated" if self.record_path else ""))
         return self.adopted
+
+    def _rewrite_record(self) -> Path | None:
+        from . import records
+        where = self.run_directory or records.load_state().get("run_dir")
+        if not where:
+            return None
+        verdict, headline, results = self.view.record()
+        try:
+            return records.finish("02-plan", verdict, f"adopted in the tuner — {headline}",
+                                  {**results, "adopted_in_tuner": True}, Path(where)).record_path
+        except records.StepFailed:      # a plan that does not fit: recorded as such, shown in the status line
+            return Path(where) / "02-plan.json"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

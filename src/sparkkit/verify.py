@@ -263,7 +263,9 @@ def verify(c: httpx.Client, probe: Path, expected: str | None = None) -> list[Pr
 
 
 def table(probes: list[Probe]) -> pd.DataFrame:
-    return pd.DataFrame([{"probe": p.name, "ok": "➖ absent" if p.absent else "⚠️ found" if p.found else
+    """One row per probe; the detail whole (it holds the server's own error sentences)."""
+    from .tables import WholeTable
+    return WholeTable([{"probe": p.name, "ok": "➖ absent" if p.absent else "⚠️ found" if p.found else
                           "✅" if p.ok else "❌",
                           "seconds": p.seconds, "detail": p.detail} for p in probes])
 
@@ -319,9 +321,11 @@ def record(probes: list[Probe], runs: pd.DataFrame) -> tuple[str, str, dict[str,
     failed = [p.name for p in probes if not p.ok and not p.absent]
     absent = [p.name for p in probes if p.absent]
     optional = [p.name for p in probes if p.absent and p.name.startswith("count_tokens")]
+    cold = (f", cold TTFT {h['cold_ttft_s']:.3f} s at depth {h['cold_depth']}" if h.get("cold_ttft_s") is not None
+            else "")
     text = (f"decode {h['decode_tps']:.1f} tok/s ({h['agent_decode_tps']:.1f} as an agent), prefill "
-            f"{h['prefill_tps']:.1f} tok/s, TTFT {h['ttft_s']:.3f} s (medians at depth {h['depth']}); "
-            f"probes {len(probes) - len(failed) - len(absent)}/{len(probes) - len(optional)} ok")
+            f"{h['prefill_tps']:.1f} tok/s, an agent turn's TTFT {h['ttft_s']:.3f} s (context cached; medians at "
+            f"depth {h['depth']}){cold}; probes {len(probes) - len(failed) - len(absent)}/{len(probes) - len(optional)} ok")
     if failed:
         text += f"; failed: {', '.join(failed)}"
     if optional:
