@@ -163,8 +163,9 @@ class AgentLoopResults:
 
 @dataclass
 class WireResults:
-    """07-wire-claude: the settings written, the real CLI's turn, the bridge if one stands in front."""
-    settings: str
+    """07-wire-claude: the scope and what it changed for whom, the settings written (None: scope launcher writes
+    none), the real CLI's turn, the bridge if one stands in front."""
+    settings: str | None
     backup: str
     added: list[str]
     changed: list[str]
@@ -175,6 +176,8 @@ class WireResults:
     cli: "CliRun | None"
     notes: list[str]
     bridge: dict[str, Any] | None
+    scope: str = ""
+    for_whom: str = ""
     agent_loop: AgentLoopResults | None = None
 
 
