@@ -77,3 +77,12 @@ def test_papermill_without_k_resolves_the_named_kernel(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert nbformat.read(tmp_path / "01.ipynb", as_version=4).metadata.kernelspec.name == "sparkkit"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "runbooks").glob("[0-9][0-9]-*.ipynb")), ids=lambda p: p.stem)
+def test_markdown_code_spans_render_as_written(path):
+    """A backslash cannot escape a backtick inside a code span (CommonMark): JupyterLab showed
+    `parameter \\`engine\\`` as broken pieces with stray backslashes; a span holding backticks uses ``…``."""
+    nb = nbformat.read(path, as_version=4)
+    bad = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines() if "\\`" in line]
+    assert bad == []
