@@ -263,7 +263,9 @@ def verify(c: httpx.Client, probe: Path, expected: str | None = None) -> list[Pr
 
 
 def table(probes: list[Probe]) -> pd.DataFrame:
-    return pd.DataFrame([{"probe": p.name, "ok": "➖ absent" if p.absent else "⚠️ found" if p.found else
+    """Each probe's detail whole (what was sent and found), not cut at pandas' 50 characters."""
+    from .tables import WholeTable
+    return WholeTable([{"probe": p.name, "ok": "➖ absent" if p.absent else "⚠️ found" if p.found else
                           "✅" if p.ok else "❌",
                           "seconds": p.seconds, "detail": p.detail} for p in probes])
 
