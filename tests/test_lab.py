@@ -86,3 +86,39 @@ def test_markdown_code_spans_render_as_written(path):
     nb = nbformat.read(path, as_version=4)
     bad = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines() if "\\`" in line]
     assert bad == []
+
+
+def test_stopping_sparkkit_lab_stops_its_jupyterlab(tmp_path):
+    """`kill` of `sparkkit lab` (SIGTERM, as a test or a service manager stops it) left JupyterLab orphaned on its
+    port; now JupyterLab goes with it. It answered with the token only, on 127.0.0.1."""
+    import os
+    import re
+    import time
+
+    import httpx
+
+    from sparkkit.serve import free_port
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_DATA_DIR": str(tmp_path / "jd"),
+           "JUPYTER_CONFIG_DIR": str(tmp_path / "jc"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jr")}
+    proc = subprocess.Popen([str(BIN / "sparkkit"), "lab", "--port", str(port), "--no-browser"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        for line in proc.stdout:
+            m = re.search(rf"http://127\.0\.0\.1:{port}/lab/tree/01-preflight\.ipynb\?token=(\w+)", line)
+            if m:
+                url = m.group(0)
+                break
+        assert url, "no URL printed"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/contents").status_code == 403          # no token: refused
+        listing = httpx.get(f"http://127.0.0.1:{port}/api/contents?token={m.group(1)}").json()
+        assert "01-preflight.ipynb" in {c["name"] for c in listing["content"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    for _ in range(300):                      # JupyterLab's own shutdown, bounded
+        if lab._free(port):
+            break
+        time.sleep(0.2)
+    assert lab._free(port), f"JupyterLab still holds port {port} after sparkkit lab was stopped"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,10 @@ def _open_browser(url: str) -> str | None:
         return None
 
 
+def _exit_on_term(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def lab(port: int = 0, browser: bool = True, root: Path | None = None) -> int:
     """Start JupyterLab on the runbooks and wait for it (Ctrl-C twice stops it)."""
     from .runner import runbooks
@@ -143,6 +148,8 @@ def lab(port: int = 0, browser: bool = True, root: Path | None = None) -> int:
         print(note, flush=True)
     # the token travels in the environment, not on a command line other users can read with ps
     proc = subprocess.Popen(lab_argv(port, root), env={**os.environ, "JUPYTER_TOKEN": token})
+    # `kill` (SIGTERM) of this process stops its JupyterLab too, through the finally below: never an orphan
+    signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         if not _answers(port, proc, timeout=120):
             code = proc.wait()
