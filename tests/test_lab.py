@@ -122,3 +122,12 @@ def test_stopping_sparkkit_lab_stops_its_jupyterlab(tmp_path):
             break
         time.sleep(0.2)
     assert lab._free(port), f"JupyterLab still holds port {port} after sparkkit lab was stopped"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "runbooks").glob("[0-9][0-9]-*.ipynb")), ids=lambda p: p.stem)
+def test_commands_in_the_runbooks_run_as_shown(path):
+    """A command shown in a runbook runs as typed in the checkout, as the README's do: through .venv/bin."""
+    nb = nbformat.read(path, as_version=4)
+    bare = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+            if "`papermill " in line or "`sparkkit " in line]
+    assert bare == []
