@@ -55,4 +55,5 @@ stop:
 
 clean:
 	-$(BIN)/sparkkit stop
+	-$(BIN)/sparkkit kernel --remove
 	rm -rf $(VENV) .sparkkit runs

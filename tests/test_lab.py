@@ -131,3 +131,14 @@ def test_commands_in_the_runbooks_run_as_shown(path):
     bare = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
             if "`papermill " in line or "`sparkkit " in line]
     assert bare == []
+
+
+def test_make_clean_removes_only_this_venvs_kernel(jupyter_data):
+    """`make clean` deletes the .venv: the kernel it leaves would point at nothing, so it goes first —
+    unless it is another checkout's."""
+    lab.install_kernel()
+    assert "removed the kernel" in lab.remove_kernel() and not (jupyter_data / "kernels" / "sparkkit").exists()
+    spec = jupyter_data / "kernels" / "sparkkit"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": ["/other/checkout/.venv/bin/python"]}))
+    assert "left alone" in lab.remove_kernel() and (spec / "kernel.json").exists()

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     kn = sub.add_parser("kernel", help="install (or repair) the Jupyter kernel `sparkkit` for this .venv in the "
                                        "user's Jupyter, so any JupyterLab on this box lists it (`make setup` runs it)")
     kn.add_argument("--check", action="store_true", help="only say whether the installed kernel's python exists")
+    kn.add_argument("--remove", action="store_true", help="remove it when it runs this .venv (`make clean` does)")
     snap = sub.add_parser("snapshot", help="save this machine's host facts in DIR (serials and tokens redacted), "
                           "for 01's -p host or a bug report")
     snap.add_argument("dir", metavar="DIR", help="a new or empty directory")
@@ -136,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sparkkit lab: {e}", file=sys.stderr)
             return 2
     if a.cmd == "kernel":
-        from .lab import ensure_kernel, kernel_dir, kernel_problem
+        from .lab import ensure_kernel, kernel_dir, kernel_problem, remove_kernel
+        if a.remove:
+            print(remove_kernel())
+            return 0
         if a.check:
             problem = kernel_problem()
             print(f"sparkkit kernel: {problem}" if problem else

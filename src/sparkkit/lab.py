@@ -75,6 +75,18 @@ def ensure_kernel() -> str | None:
     return f"installed the kernel `{KERNEL_NAME}` ({display_name()}) at {path}"
 
 
+def remove_kernel() -> str:
+    """`make clean`: drop the user's `sparkkit` spec when it runs this .venv (another checkout's is left alone)."""
+    d = kernel_dir()
+    py = _python_of(d)
+    if py != sys.executable:
+        return (f"kernel `{KERNEL_NAME}` at {d} runs {py}, not this .venv: left alone" if py else
+                f"no kernel `{KERNEL_NAME}` installed at {d}")
+    import shutil
+    shutil.rmtree(d)
+    return f"removed the kernel `{KERNEL_NAME}` ({d}), which ran {py}"
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         try:
