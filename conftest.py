@@ -42,6 +42,13 @@ def pytest_configure(config):
     os.environ["SPARKKIT_RUNS"] = str(_SESSION_HOME / "runs")
     os.environ.setdefault("SPARKKIT_CLAUDE_DIR", str(Path(__file__).parent / ".sparkkit" / "claude-code"))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # The runbooks name the kernel `sparkkit` (make setup installs it in the user's Jupyter): papermill by hand in
+    # the tests finds this session's own spec, for this python, first on JUPYTER_PATH — never the user's.
+    from ipykernel.kernelspec import install
+    from sparkkit.lab import KERNEL_NAME, display_name
+    install(prefix=str(_SESSION_HOME / "jupyter"), kernel_name=KERNEL_NAME, display_name=display_name())
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(_SESSION_HOME / "jupyter" / "share" / "jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])])
 
 
 def pytest_unconfigure(config):

@@ -60,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
                         description="The runs under $SPARKKIT_RUNS (default $SPARKKIT_HOME/runs). A run is named by "
                                     "its id (the directory name; a unique prefix will do) or by a run directory's path.")
     rn.add_argument("run", nargs="*", metavar="RUN", help="a run id or directory; two to compare")
+    lb = sub.add_parser("lab", help="JupyterLab on the runbooks, on 127.0.0.1 with a token, with the sparkkit kernel "
+                                    "(what `make lab` runs)")
+    lb.add_argument("--port", type=int, default=0, help="default: the first free port from 8888")
+    lb.add_argument("--no-browser", action="store_true", help="only print the URL (with its token)")
+    kn = sub.add_parser("kernel", help="install (or repair) the Jupyter kernel `sparkkit` for this .venv in the "
+                                       "user's Jupyter, so any JupyterLab on this box lists it (`make setup` runs it)")
+    kn.add_argument("--check", action="store_true", help="only say whether the installed kernel's python exists")
+    kn.add_argument("--remove", action="store_true", help="remove it when it runs this .venv (`make clean` does)")
     snap = sub.add_parser("snapshot", help="save this machine's host facts in DIR (serials and tokens redacted), "
                           "for 01's -p host or a bug report")
     snap.add_argument("dir", metavar="DIR", help="a new or empty directory")
@@ -132,6 +140,28 @@ def main(argv: list[str] | None = None) -> int:
         except SparkkitError as e:
             print(f"sparkkit runs: {e}", file=sys.stderr)
             return 2
+    if a.cmd == "lab":
+        from .errors import SparkkitError
+        from .lab import lab
+        try:
+            return lab(a.port, browser=not a.no_browser)
+        except SparkkitError as e:
+            print(f"sparkkit lab: {e}", file=sys.stderr)
+            return 2
+    if a.cmd == "kernel":
+        from .lab import ensure_kernel, kernel_dir, kernel_problem, remove_kernel
+        if a.remove:
+            print(remove_kernel())
+            return 0
+        if a.check:
+            problem = kernel_problem()
+            print(f"sparkkit kernel: {problem}" if problem else
+                  f"kernel `sparkkit` at {kernel_dir()}" if (kernel_dir() / "kernel.json").exists() else
+                  "sparkkit kernel: not installed: run `make setup` (or `.venv/bin/sparkkit kernel`)",
+                  file=sys.stderr if problem else sys.stdout)
+            return 1 if problem else 0
+        print(ensure_kernel() or f"kernel `sparkkit` at {kernel_dir()} already runs {sys.executable}")
+        return 0
     if a.cmd == "snapshot":
         from .errors import ParameterError
         from .snapshot import capture

@@ -155,7 +155,7 @@ class Plan:
                  for n, b, how in self.aside]
         why = self.refusal or f"usable {self.usable_bytes / GIB:.1f} GiB"
         rows.append({"component": "total", "GiB": round(self.total_bytes / GIB, 3), "how": f"{self.verdict}: {why}"})
-        return WholeTable(rows)
+        return WholeTable(rows)            # "every row says how it was computed": whole, not cut at 50 characters
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.arch.name, "engine": self.engine, "backend": self.backend, "context": self.context,
