@@ -264,11 +264,7 @@ def test_02_plan_tuner_in_jupyterlab(page, jupyterlab, lab_env, request):
     state = _state(lab_env)
     assert state["plan"]["context"] == tuned                          # what 05 launches next
     record = json.loads((Path(state["run_dir"]) / "02-plan.json").read_text())
-    if record["results"]["context"] != tuned:
-        # Known bug, fixed on another branch (tuner.use_for_serve does not rewrite the run's record yet).
-        pytest.xfail(f"02-plan.json holds context {record['results']['context']}, the state {tuned}: the known "
-                     "record bug, fixed on another branch")
-    assert record["results"]["context"] == tuned
+    assert record["results"]["context"] == tuned                      # the run's record says what the state says
 
 
 def test_06_verify_in_jupyterlab(page, jupyterlab, lab_env, server_for_06):
