@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "$SPARKKIT_HOME/runs, then <timestamp>)")
     r.add_argument("--keep-serving", choices=["auto", "yes", "no"], default="auto",
                    help="leave the server running afterwards (auto: yes on a GB10, no for the embedded default)")
+    r.add_argument("--log-level", choices=["quiet", "info", "debug"], default=None,
+                   help="quiet: the summary only; info: each step's live lines too (default, or $SPARKKIT_LOG_LEVEL); "
+                        "debug: also papermill's log, cell by cell")
     params = _owner_parameters()
     for p in params.values():
         r.add_argument("--" + p.name.replace("_", "-"), dest=p.name, default=None, metavar=p.type.upper(),
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         except ParameterError as e:
             print(f"sparkkit run: {e}", file=sys.stderr)
             return 2
-        return run_all(a.run_dir, a.keep_serving, choices=chosen)
+        return run_all(a.run_dir, a.keep_serving, choices=chosen, log_level=a.log_level or "")
     if a.cmd == "stop":
         from .serve import stop
         print(stop()["message"])

@@ -995,6 +995,7 @@ def place_embedded(model_dir: Path, model: str = "embedded") -> Placed:
     else:
         from .tinymodel import generate
         g = generate(Path(model_dir) / f"{stem}.gguf", embedded_spec())
+    print(f"generated {g.path.name}: {g.size_bytes / 2**20:.2f} MiB in {time.monotonic() - t0:.2f} s", flush=True)
     return Placed(model, str(g.path), g.size_bytes, f"generated (scripted {stem})", time.monotonic() - t0)
 
 
@@ -1014,7 +1015,8 @@ def place_generated(model: str, model_dir: Path, chat_template: str = "") -> Pla
                                  "Qwen3-Coder template)")
         t0 = time.monotonic()
         g = generate_qwen(Path(model_dir) / f"{model}-scripted.gguf",
-                          qwen3_coder_spec(tool_name="Read", tool_args=args, vocab_words=common_words()))
+                          qwen3_coder_spec(tool_name="Read", tool_args=args, vocab_words=common_words()),
+                          progress=lambda line: print(line, flush=True))
         return Placed(model, str(g.path), g.size_bytes, f"generated: {model} shapes (Q8_0), scripted weights, "
                       f"{g.size_bytes / (time.monotonic() - t0) / 1e9:.2f} GB/s", time.monotonic() - t0)
     if model not in GPT_OSS_SHAPES:
@@ -1029,7 +1031,7 @@ def place_generated(model: str, model_dir: Path, chat_template: str = "") -> Pla
     spec = gpt_oss_spec(model, tool_name="Read", tool_args=args,
                         answer_rules=((CODE_MARKER, CODE_ANSWER),), vocab_words=common_words(), chat_template=template)
     t0 = time.monotonic()
-    g = generate(Path(model_dir) / f"{model}-scripted.gguf", spec)
+    g = generate(Path(model_dir) / f"{model}-scripted.gguf", spec, progress=lambda line: print(line, flush=True))
     how = f"generated: {model} shapes, scripted weights, {g.size_bytes / (time.monotonic() - t0) / 1e9:.2f} GB/s"
     return Placed(model, str(g.path), g.size_bytes, how + (f", template {Path(chat_template).name}" if template else ""),
                   time.monotonic() - t0)

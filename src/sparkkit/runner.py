@@ -86,18 +86,32 @@ def _groups(paths: list[Path], parallel: bool) -> list[list[Path]]:
     return groups
 
 
+# What `sparkkit run --log-level` (or $SPARKKIT_LOG_LEVEL) shows while the runbooks run: quiet, the summary
+# only; info, each step's live lines too (downloads, builds, benchmarks, Claude Code's turns); debug, also
+# papermill's own log, cell by cell (what `papermill --log-output` shows for one runbook).
+LOG_LEVELS = ("quiet", "info", "debug")
+
+
+class _Quiet:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 def _execute(nb_path: Path, out: Path, parameters: dict[str, Any],
-             stream=None) -> tuple[float, float, str | None]:
+             stream=None, log_level: str = "info") -> tuple[float, float, str | None]:
     """Run one runbook; (its wall seconds, seconds spent inside its cells, failure or None)."""
     import tempfile
 
     import papermill as pm
-    sink, t0 = _Prefixed(nb_path.stem, stream), time.monotonic()
+    sink, t0 = _Prefixed(nb_path.stem, _Quiet() if log_level == "quiet" else stream), time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix=f"sparkkit-{nb_path.stem[:2]}-") as sockets:
             nb = pm.execute_notebook(str(nb_path), str(out), parameters=parameters, kernel_name="python3",
                                      progress_bar=False, cwd=str(nb_path.parent), config=_ipc_config(Path(sockets)),
-                                     stdout_file=sink, stderr_file=sink)
+                                     stdout_file=sink, stderr_file=sink, log_output=log_level == "debug")
         return time.monotonic() - t0, _cell_seconds(nb), None
     except pm.PapermillExecutionError as e:
         return time.monotonic() - t0, float("nan"), f"{nb_path.stem}: {e.ename}: {e.evalue}"
@@ -106,14 +120,34 @@ def _execute(nb_path: Path, out: Path, parameters: dict[str, Any],
 
 
 def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | None = None,
-            choices: dict[str, Any] | None = None, parallel: bool = True, only: tuple[str, ...] = ()) -> int:
+            choices: dict[str, Any] | None = None, parallel: bool = True, only: tuple[str, ...] = (),
+            log_level: str = "") -> int:
     """Run every runbook in `directory` in order (03 beside 04), or the `only` ones (stems), handing each the
     owner's `choices` it takes; print the summary; 0 when every step passed or warned, else 1."""
     from .choices import per_runbook
+    from .errors import check_choice
+    import logging
+    log_level = log_level or os.environ.get("SPARKKIT_LOG_LEVEL", "") or "info"
+    check_choice("log_level", log_level, LOG_LEVELS)
+    logger, handler, level = logging.getLogger("papermill"), None, logging.getLogger("papermill").level
+    if log_level == "debug":              # papermill's log: which cell runs, and each cell's output as it comes
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("  papermill │ %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        return _run_all(run_dir, keep_serving, directory, given=per_runbook(choices or {}), parallel=parallel,
+                        only=only, log_level=log_level)
+    finally:
+        if handler:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
+
+def _run_all(run_dir: str, keep_serving: str, directory: Path | None, given: dict[str, dict[str, Any]],
+             parallel: bool, only: tuple[str, ...], log_level: str) -> int:
     target = Path(run_dir) if run_dir else records.runs_root() / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = records.run_dir(str(target))
-    given = per_runbook(choices or {})
     rows, failed = [], None
     t_all = time.monotonic()
     chosen = [p for p in runbooks(directory) if not only or p.stem in only]
@@ -121,8 +155,8 @@ def run_all(run_dir: str = "", keep_serving: str = "auto", directory: Path | Non
         print(("▶ " + " ∥ ".join(p.stem for p in group) + " …" + (" (side by side)" if len(group) > 1 else "")),
               flush=True)
         with ThreadPoolExecutor(max_workers=len(group)) as pool:
-            futures = [pool.submit(_execute, p, target / p.name, {"run_dir": str(target), **given.get(p.stem, {})})
-                       for p in group]
+            futures = [pool.submit(_execute, p, target / p.name, {"run_dir": str(target), **given.get(p.stem, {})},
+                                   None, log_level) for p in group]
             results = [f.result() for f in futures]
         for nb_path, (wall, cells, error) in zip(group, results):
             step = nb_path.stem

@@ -959,7 +959,30 @@ def _write_tiny(partial: Path, spec: TinySpec, vocab: Vocab) -> None:
         w.close()
 
 
-def _write_release(partial: Path, spec: TinySpec, vocab: Vocab) -> None:
+def stream_tensors(w: gguf.GGUFWriter, plan, nbytes, chunks, progress=None) -> None:
+    """Write `plan`'s tensors (name, shape, kind) after the header: `nbytes(shape, kind)` each, from the pieces
+    `chunks(name, shape, kind)` yields (numpy arrays or bytes); `progress` gets a line every ~5 % of the bytes."""
+    total = sum(nbytes(shape, kind) for _, shape, kind in plan)
+    fout, done, t0, shown = w.fout[0], 0, time.monotonic(), 0
+    for name, shape, kind in plan:
+        w.write_padding(fout, fout.tell())
+        want, wrote = nbytes(shape, kind), 0
+        for piece in chunks(name, shape, kind):
+            mv = memoryview(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece).cast("B")
+            fout.write(mv)
+            wrote += len(mv)
+        if wrote != want:
+            raise AssertionError(f"{name}: wrote {wrote} bytes, expected {want}")
+        w.write_padding(fout, want)
+        done += want
+        if progress and (done - shown >= total / 20 or done == total):
+            shown, secs = done, max(time.monotonic() - t0, 1e-9)
+            progress(f"generating: {done / 2**30:.1f} of {total / 2**30:.1f} GiB ({100 * done / total:.0f} %), "
+                     f"{done / secs / 1e9:.2f} GB/s")
+    fout.flush()
+
+
+def _write_release(partial: Path, spec: TinySpec, vocab: Vocab, progress=None) -> None:
     rel = _Release(spec, vocab)
     w = gguf.GGUFWriter(partial, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT_OSS])
     try:
@@ -971,18 +994,7 @@ def _write_release(partial: Path, spec: TinySpec, vocab: Vocab) -> None:
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        fout = w.fout[0]
-        for name, shape, kind in rel.plan:
-            w.write_padding(fout, fout.tell())
-            want, wrote = rel.nbytes(shape, kind), 0
-            for piece in rel.chunks(name, shape, kind):
-                mv = memoryview(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece).cast("B")
-                fout.write(mv)
-                wrote += len(mv)
-            if wrote != want:
-                raise AssertionError(f"{name}: wrote {wrote} bytes, expected {want}")
-            w.write_padding(fout, want)
-        fout.flush()
+        stream_tensors(w, rel.plan, rel.nbytes, rel.chunks, progress)
     finally:
         w.close()
 
@@ -1004,7 +1016,7 @@ def write_in_place(path: str | os.PathLike, write) -> Path:
     return final
 
 
-def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedModel:
+def generate(path: str | os.PathLike, spec: TinySpec = TinySpec(), progress=None) -> GeneratedModel:
     """Write the tiny gpt-oss GGUF for `spec` to `path` (parents created) and describe it.
 
     Written to `<path>.partial` and renamed into place, so `path` is either the old file or the
@@ -1012,8 +1024,8 @@ def generate(path: str | os.PathLike, spec: TinySpec = TinySpec()) -> GeneratedM
     t0 = time.perf_counter()
     validate(spec)
     vocab = pad_vocab(build_vocab(script_chain(spec), spec.vocab_words, markers(spec)), spec.n_vocab)
-    final = write_in_place(path, lambda partial: (_write_release if spec.quant == "release" else _write_tiny)(
-        partial, spec, vocab))
+    final = write_in_place(path, lambda partial: _write_release(partial, spec, vocab, progress)
+                           if spec.quant == "release" else _write_tiny(partial, spec, vocab))
     return GeneratedModel(final, final.stat().st_size, len(vocab.tokens), time.perf_counter() - t0, spec)
 
 

@@ -40,7 +40,8 @@ import numpy as np
 
 from .errors import ParameterError, check_int
 from .tinymodel import (CODE_ANSWER, CODE_MARKER, MAG, N_NOISE_MIN, GeneratedModel, Layout, _check_marker, _rnd,
-                        _Pools, _q8_rows, build_vocab, common_words, pad_vocab, script_embeddings, write_in_place)
+                        _Pools, _q8_rows, build_vocab, common_words, pad_vocab, script_embeddings, stream_tensors,
+                        write_in_place)
 
 ARCH = "qwen3moe"
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -279,7 +280,7 @@ def _block(spec: QwenSpec, layer: int, rng: np.random.Generator) -> dict[str, np
 
 
 def _flag_head(spec: QwenSpec, lay: Layout, sink: int, t: dict[str, np.ndarray]) -> None:
-    E, H, HKV, D = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim
+    H, HKV, D = spec.n_head, spec.n_head_kv, spec.head_dim
     a, b = D // 2 - 1, D // 2 - 2                     # NEOX pairs (i, i + D/2): the two lowest frequencies
     wq, wk, wv, wo = t["attn_q.weight"], t["attn_k.weight"], t["attn_v.weight"], t["attn_output.weight"]
     wq[0:D, :] = 0.0
@@ -334,13 +335,13 @@ def _add_metadata(w: gguf.GGUFWriter, spec: QwenSpec, vocab) -> None:
     w.add_chat_template(QWEN3_CODER_TEMPLATE)
 
 
-def generate(path: str | os.PathLike, spec: QwenSpec = QwenSpec()) -> GeneratedModel:
+def generate(path: str | os.PathLike, spec: QwenSpec = QwenSpec(), progress=None) -> GeneratedModel:
     """Write the tiny Qwen3-Coder GGUF for `spec` to `path` (via `<path>.partial`, renamed into place)."""
     t0 = time.perf_counter()
     validate(spec)
     vocab = vocab_of(spec)
     if spec.quant == "release":
-        final = write_in_place(path, lambda partial: _write_release(partial, spec, vocab))
+        final = write_in_place(path, lambda partial: _write_release(partial, spec, vocab, progress))
         return GeneratedModel(final, final.stat().st_size, len(vocab.tokens), time.perf_counter() - t0, spec)
     rng = np.random.default_rng(spec.seed)
     emb, lm = _columns(spec, vocab)
@@ -469,7 +470,7 @@ def _release_chunks(spec: QwenSpec, vocab, name: str, shape: tuple[int, ...], ki
 
 def _release_flag_head(spec: QwenSpec) -> dict:
     """The last layer's flag head as quantized rows (as _flag_head, at full width)."""
-    E, H, HKV, D = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim
+    E, H, D = spec.n_embd, spec.n_head, spec.head_dim
     lay, sink, _noise0 = layout(spec)
     last = f"blk.{spec.n_layer - 1}."
     a, b = D // 2 - 1, D // 2 - 2
@@ -498,7 +499,7 @@ def _release_flag_head(spec: QwenSpec) -> dict:
             last + "attn_q_norm.weight": norm, last + "attn_k_norm.weight": norm.copy()}
 
 
-def _write_release(partial: Path, spec: QwenSpec, vocab) -> None:
+def _write_release(partial: Path, spec: QwenSpec, vocab, progress=None) -> None:
     rng = np.random.default_rng(spec.seed)
     plan = release_plan(spec, len(vocab.tokens))
     lay, _sink, noise0 = layout(spec)
@@ -517,17 +518,7 @@ def _write_release(partial: Path, spec: QwenSpec, vocab) -> None:
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        fout = w.fout[0]
-        for name, shape, kind in plan:
-            w.write_padding(fout, fout.tell())
-            want, wrote = release_nbytes(shape, kind), 0
-            for piece in _release_chunks(spec, vocab, name, shape, kind, pools, rng, heads, blocks):
-                mv = memoryview(np.ascontiguousarray(piece) if isinstance(piece, np.ndarray) else piece).cast("B")
-                fout.write(mv)
-                wrote += len(mv)
-            if wrote != want:
-                raise AssertionError(f"{name}: wrote {wrote} bytes, expected {want}")
-            w.write_padding(fout, want)
-        fout.flush()
+        stream_tensors(w, plan, release_nbytes, lambda name, shape, kind: _release_chunks(
+            spec, vocab, name, shape, kind, pools, rng, heads, blocks), progress)
     finally:
         w.close()
