@@ -123,3 +123,12 @@ def test_readme_command_works_verbatim(line, cmd, tmp_path):
         out = subprocess.run([str(exe), *args], cwd=ROOT, env={**os.environ, "HOME": str(home), **env},
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, f"README line {line}: {out.stdout[-500:]}{out.stderr[-1000:]}"
+
+
+def test_every_link_in_the_readme_stays_inside_the_checkout():
+    """A relative link resolves to a file of this repository (a fresh clone has nothing beside it)."""
+    for target in re.findall(r"\]\(([^)#\s]+)[^)]*\)", README):
+        if re.match(r"[a-z]+:", target):
+            continue                                  # https:, mailto: …
+        path = (ROOT / target).resolve()
+        assert path.is_relative_to(ROOT) and path.exists(), f"README links to {target}, outside the checkout"
