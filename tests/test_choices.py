@@ -1,6 +1,7 @@
 """The owner's choices: `sparkkit run` takes them from the runbooks' parameters cells, refuses bad ones
 before anything starts, hands them to the runbooks; `make stop` and `sparkkit stop` find one server."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_sparkkit_run_takes_the_owners_choices_end_to_end(tmp_path):
     assert "stopped the sparkkit server" in out.stdout                  # embedded default: not left running
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-    summary = out.stdout[out.stdout.index("step verdict"):]
+    summary = out.stdout[re.search(r"^step +verdict", out.stdout, re.M).start():]
     assert "…" not in summary                                          # whole cells in the summary
 
 

@@ -60,12 +60,14 @@ def _venv_python() -> Path:
 
 
 def _scriptable_home(py: Path) -> Path:
-    """A fresh SPARKKIT_HOME whose probe path the bigram script can say (no token repeats in it)."""
+    """A fresh SPARKKIT_HOME whose probe path the bigram script can say beside REPLY (no token repeats in the call,
+    none shared with the reply: the random part of the name is drawn again until so)."""
     for _ in range(30):
-        home = Path(tempfile.mkdtemp(prefix="skv-"))
+        home = Path(tempfile.mkdtemp(prefix="skv"))        # no "-": REPLY holds one
         path = home / "workspace" / "hello.txt"
         done = subprocess.run([str(py), str(MAKE_TINY), str(home / "model"), "--tool", "Read",
-                               json.dumps({"file_path": str(path)}), "--check"], capture_output=True, text=True)
+                               json.dumps({"file_path": str(path)}), "--reply", REPLY, "--check"],
+                              capture_output=True, text=True)
         if done.returncode == 0:
             return home
         shutil.rmtree(home, ignore_errors=True)
