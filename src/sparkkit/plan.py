@@ -132,6 +132,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     cache_ram: int = 0       # llama.cpp's host prompt cache, bytes: 05 passes it as --cache-ram (MiB)
     serving: Serving | None = None   # the settings this plan counted: 05 launches exactly these
+    boxes: tuple["BoxPlan", ...] = ()   # a pair: what each box holds (rows above are their sum)
 
     @property
     def total_bytes(self) -> int:
@@ -139,9 +140,28 @@ class Plan:
 
     @property
     def verdict(self) -> str:
+        if self.boxes:                  # a pair fits only where each box fits
+            order = ("fits", "tight", "does not fit")
+            return "does not fit" if self.refusal else max((b.verdict for b in self.boxes), key=order.index)
         if self.refusal or self.total_bytes > self.usable_bytes:
             return "does not fit"
         return "fits" if self.total_bytes <= TIGHT * self.usable_bytes else "tight"
+
+    def boxes_table(self) -> pd.DataFrame:
+        """A pair's plan, one column per box (GiB), components as rows: the table people compare."""
+        names = [b.name for b in self.boxes]
+        comps: list[str] = []
+        for b in self.boxes:
+            comps += [n for n, _, _ in b.rows if n not in comps]
+        rows = [{"component": c, **{b.name: round(next((x for n, x, _ in b.rows if n == c), 0) / GIB, 3)
+                                    for b in self.boxes}} for c in comps]
+        rows.append({"component": "total", **{b.name: round(b.total_bytes / GIB, 3) for b in self.boxes}})
+        rows.append({"component": "usable", **{b.name: round(b.usable_bytes / GIB, 3) for b in self.boxes}})
+        rows.append({"component": "verdict", **{b.name: b.verdict for b in self.boxes}})
+        rows.append({"component": "layers", **{b.name: b.layer_text for b in self.boxes}})
+        rows.append({"component": "llama.cpp device", **{b.name: b.device for b in self.boxes}})
+        del names
+        return WholeTable(rows)
 
     def kv_bytes(self) -> int:
         return sum(b for name, b, _ in self.rows if name.startswith("KV"))
@@ -165,7 +185,54 @@ class Plan:
                 "cache_ram_mib": self.cache_ram // MIB if self.cache_ram else None,
                 "serving": self.serving.to_dict() if self.serving else None,
                 "rows": [{"component": n, "bytes": b, "how": h} for n, b, h in self.rows],
-                "aside": [{"component": n, "bytes": b, "how": h} for n, b, h in self.aside]}
+                "aside": [{"component": n, "bytes": b, "how": h} for n, b, h in self.aside],
+                "boxes": [b.to_dict() for b in self.boxes]}
+
+
+@dataclass(frozen=True)
+class BoxPlan:
+    """One box of a pair: the layers llama.cpp puts on it and what they and the box's own reserves take."""
+    name: str                 # "this box" / the peer's name
+    device: str               # how llama.cpp's log names its buffers: CUDA0, RPC0[addr:port]
+    layers: tuple[int, ...]   # the repeating layers it holds (0-based)
+    output: bool              # it holds the output layer (norm + head)
+    usable_bytes: int
+    rows: tuple[tuple[str, int, str], ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b for _, b, _ in self.rows)
+
+    @property
+    def verdict(self) -> str:
+        if self.total_bytes > self.usable_bytes:
+            return "does not fit"
+        return "fits" if self.total_bytes <= TIGHT * self.usable_bytes else "tight"
+
+    @property
+    def layer_text(self) -> str:
+        if not self.layers:
+            return "output only" if self.output else "none"
+        return f"{self.layers[0]}–{self.layers[-1]}" + (" + output" if self.output else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.device, "layers": self.layer_text, "n_layers": len(self.layers),
+                "output": self.output, "usable_bytes": self.usable_bytes, "total_bytes": self.total_bytes,
+                "verdict": self.verdict, "rows": [{"component": n, "bytes": b, "how": h} for n, b, h in self.rows]}
+
+
+RPC_PORT = 50052            # rpc-server's default port (llama.cpp tools/rpc)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """What 02 plans a pair of boxes with (llama.cpp over its RPC backend), from 01's `pair` section."""
+    peer_name: str
+    head_usable: int
+    peer_usable: int
+    rpc: tuple[str, ...]             # --rpc endpoints, llama.cpp's device order: the peer, then a CPU head's own
+    layers: Any                      # split.LayerBytes
+    split: tuple[int, ...] = ()      # fixed layer counts (else balanced by 02)
 
 
 def kv_types_for(arch: Architecture, engine: str = "llamacpp") -> tuple[str, ...]:
@@ -197,7 +264,7 @@ def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str =
                 usable_bytes: int = 0, kv_unified: bool = True, swa_full: bool = False, engine: str = "llamacpp",
                 backend: str = "cuda", discrete_gpu: bool = False, total_memory: int = GB10_TOTAL,
                 mem_fraction: float | None = None, cache_ram: int | None = None,
-                ctx_checkpoints: int = LLAMACPP_CTX_CHECKPOINTS) -> Plan:
+                ctx_checkpoints: int = LLAMACPP_CTX_CHECKPOINTS, pair: PairSpec | None = None) -> Plan:
     """The plan for `engine` serving `arch` with `context` tokens shared by `slots` (llama.cpp: a
     unified KV pool unless kv_unified is False). `backend`: llama.cpp's cuda build (GB10, a GPU)
     or the CPU (the embedded engine). `discrete_gpu`: usable memory is the GPU's own; what lives in
@@ -211,6 +278,9 @@ def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str =
                               discrete_gpu, cache_ram, ctx_checkpoints)
         serving = Serving(engine, context, slots, kv_type, ubatch, kv_unified=kv_unified, swa_full=swa_full,
                           cache_ram_mib=cache_ram // MIB, ctx_checkpoints=ctx_checkpoints)
+        if pair is not None:
+            plan = _plan_pair(replace(plan, serving=serving), pair, backend)
+            serving = replace(serving, split=plan.serving.split, rpc=pair.rpc)
     elif engine == "ollama":
         plan = _plan_ollama(arch, context, slots, kv_type, ubatch, usable_bytes, total_memory)
         serving = Serving(engine, context, slots, kv_type, ubatch)
@@ -291,6 +361,68 @@ def _plan_llamacpp(arch, context, slots, kv_type, ubatch, usable, unified, swa_f
                     aside=tuple((n, b, "host RAM, not GPU memory") for n, b, _ in host), cache_ram=cache_ram)
     return Plan(arch, context, slots, kv_type, ubatch, int(usable), tuple(dev + host), "llamacpp", backend,
                 cache_ram=cache_ram)
+
+
+def _plan_pair(one: Plan, pair: PairSpec, backend: str) -> Plan:
+    """`one` (the single-box plan) split over the pair the way llama.cpp splits it (sparkkit.split): each box
+    holds its layers' weights and KV and computes them in a compute buffer of its own; the head alone holds
+    the token embeddings, the host-side buffers, the prompt cache and the checkpoints. A CUDA box has its own
+    CUDA runtime. The compute buffer of each box is the single box's: its peak is inside one layer, which
+    every box computes whole (checked against llama.cpp's log on two GPUs: records/pair)."""
+    from . import split as sp
+    arch, lb = one.arch, pair.layers
+    rows = {n: (b, h) for n, b, h in one.rows}
+    full_row = rows.get("KV full attention", (0, ""))[0]
+    swa_row = rows.get("KV sliding window", (0, ""))[0]
+    swa_full = one.serving.swa_full if one.serving else False
+    n_swa = 0 if swa_full else arch.n_swa_layers
+    is_swa = [bool(n_swa) and il % 2 == 0 for il in range(arch.n_layer)]   # gpt-oss: even layers slide
+    per_full = full_row / max(arch.n_layer - n_swa, 1)
+    per_swa = swa_row / max(n_swa, 1)
+    dev_rows = ("compute buffer (GPU)", "compute buffer")
+    compute = next((rows[n][0] for n in dev_rows if n in rows), 0)
+    runtime = rows.get("CUDA runtime", (0, ""))[0]
+    head_only = [(n, b, h) for n, b, h in one.rows if n in ("compute buffer (host)", "output buffer",
+                                                             "host prompt cache", "context checkpoints")]
+    head_fixed = lb.input + sum(b for _, b, _ in head_only)
+    n_dev = len(pair.rpc) + (0 if backend == "cpu" else 1)
+    names = [pair.peer_name] + ["this box"] * (n_dev - 1)
+    room = (pair.peer_usable, pair.head_usable)
+    fixed = (compute + runtime, head_fixed + compute + runtime)
+    per_layer = (sum(lb.layers) + full_row + swa_row) // max(arch.n_layer, 1)
+    split = pair.split or sp.split_for(arch.n_layer, room, fixed, per_layer)
+    if len(split) != n_dev or sum(split) != arch.n_layer + 1 or min(split) < 0:
+        raise ParameterError("split", ",".join(map(str, split)), f"{n_dev} layer counts (the peer's first) summing to "
+                                                                 f"{arch.n_layer + 1}: {arch.n_layer} layers + the output layer")
+    where = sp.device_of_layers(arch.n_layer, split)
+    boxes = []
+    for d in range(n_dev):
+        mine = tuple(il for il in range(arch.n_layer) if where[il] == d)
+        out = where[arch.n_layer] == d
+        head = d == n_dev - 1
+        device = f"RPC{d}[{pair.rpc[d]}]" if d < len(pair.rpc) else "CUDA0"
+        w = sum(lb.layers[il] for il in mine) + (lb.output if out else 0)
+        r: list[tuple[str, int, str]] = [
+            ("weights", w, f"layers {mine[0] if mine else '-'}–{mine[-1] if mine else '-'}"
+                           f"{' + output layer' if out else ''} ({lb.source})")]
+        if head:
+            r.append(("token embeddings", lb.input, "the input layer: llama.cpp keeps it on the head's CPU"))
+        nf = sum(1 for il in mine if not is_swa[il])
+        ns = len(mine) - nf
+        r.append(("KV full attention", int(per_full * nf), f"{nf} of the plan's full-attention layers"))
+        if n_swa:
+            r.append(("KV sliding window", int(per_swa * ns), f"{ns} of the plan's sliding-window layers"))
+        r.append(("compute buffer", compute, f"{device}: one box's compute buffer (the peak is inside a layer)"))
+        if head:
+            r += head_only
+        if runtime:
+            r.append(("CUDA runtime", runtime, "each box runs its own CUDA context"))
+        boxes.append(BoxPlan(names[d], device, mine, out, room[0] if d == 0 else room[1], tuple(r)))
+    total_rows = tuple((f"{n} · {b.name}", x, h) for b in boxes for n, x, h in b.rows)
+    notes = one.notes + (f"split over {n_dev} devices with -ts {','.join(map(str, split))}: layers per device, "
+                         "the peer's first (llama.cpp puts RPC devices first)",)
+    return replace(one, rows=total_rows, usable_bytes=sum(room), boxes=tuple(boxes), notes=notes,
+                   serving=replace(one.serving or Serving("llamacpp", one.context), split=tuple(split)))
 
 
 def _engine_weights(arch: Architecture, engine: str) -> tuple[int, str]:
@@ -432,6 +564,63 @@ def forecast(arch: Architecture, depths: list[int], kv_type: str = "f16", bandwi
                      "published decode (tok/s)": pub[1] if pub else None,
                      "prefill forecast (tok/s)": round(prefill_forecast(arch, d), 0),
                      "published prefill (tok/s)": pub[0] if pub else None})
+    return WholeTable(rows)
+
+
+# A pair's link, per decoded token: llama.cpp's layer split sends the hidden state across once per device
+# boundary (n_embd f32 values per token) and makes one RPC round trip per remote device and graph.
+LINK_ROUND_TRIP_S = 50e-6   # assumed for a direct 200G link (TCP); the loopback figure is measured in records/pair
+
+
+def link_cost_per_token(arch: Architecture, link_mbps: int | None, devices: int = 2) -> float:
+    """Seconds the pair's link adds to one decoded token (layer split: the boxes compute one after the other)."""
+    rate = (link_mbps or 200_000) * 1e6 / 8
+    return (devices - 1) * (arch.n_embd * 4 / rate + LINK_ROUND_TRIP_S)
+
+
+def most_slots(arch: Architecture, context: int, kv_type: str, ubatch: int, usable_bytes: int, **kw) -> int:
+    """The most slots (up to 64) whose plan at `context` is not 'does not fit'; 0 if not even one."""
+    def ok(n: int) -> bool:
+        return plan_memory(arch, context, n, kv_type, ubatch, usable_bytes, **kw).verdict != "does not fit"
+    if not ok(1):
+        return 0
+    lo, hi = 1, 64
+    if ok(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def pair_gain(arch: Architecture, slots: int, kv_type: str, ubatch: int, usable_bytes: int,
+              link_mbps: int | None = None, *, pair: PairSpec, **kw) -> pd.DataFrame:
+    """What two boxes buy over one, for this model: the most slots at its full context, the largest context at
+    `slots`, whether it fits at all, and the decode forecast with the link's cost (llama.cpp's layer split
+    computes the boxes in turn, so two boxes read the same bytes per token as one, plus the link)."""
+    full = arch.context_max // 256 * 256
+    one_kw = dict(kw)
+    two_kw = {**kw, "pair": pair}
+    one = plan_memory(arch, min(full, 32768), 1, kv_type, ubatch, usable_bytes, **one_kw)
+    two = plan_memory(arch, min(full, 32768), 1, kv_type, ubatch, usable_bytes, **two_kw)
+    fc = forecast(arch, [0], kv_type).iloc[0]["decode forecast (tok/s)"]
+    cost = link_cost_per_token(arch, link_mbps)
+    rows = [
+        {"": "fits (32k context, 1 slot)", "one box": one.verdict, "two boxes": two.verdict},
+        {"": "most weights on one box (GiB)", "one box": round(arch.weights_bytes / GIB, 1),
+         "two boxes": round(max(next(x for n, x, _ in b.rows if n == "weights") for b in two.boxes) / GIB, 1)},
+        {"": f"most slots at full context ({full})",
+         "one box": most_slots(arch, full, kv_type, ubatch, usable_bytes, **one_kw),
+         "two boxes": most_slots(arch, full, kv_type, ubatch, usable_bytes, **two_kw)},
+        {"": f"largest context with {slots} slot(s)",
+         "one box": largest_context(arch, slots, kv_type, ubatch, usable_bytes, **one_kw),
+         "two boxes": largest_context(arch, slots, kv_type, ubatch, usable_bytes, **two_kw)},
+    ]
+    if forecast_means_something(arch):
+        rows.append({"": "decode forecast at depth 0 (tok/s)", "one box": fc,
+                     "two boxes": round(1 / (1 / fc + cost), 1)})
+    rows.append({"": "link cost per decoded token (µs)", "one box": 0,
+                 "two boxes": round(cost * 1e6, 1)})
     return WholeTable(rows)
 
 
@@ -586,11 +775,27 @@ def setting(engine: str = "", model: str = "") -> Setting:
     discrete = not gb10 and not embedded and _has_gpu()
     options = {"backend": "cpu" if embedded else "cuda", "discrete_gpu": discrete,
                "total_memory": GB10_TOTAL if gb10 else (usable if discrete else _mem_total() or usable)}
+    pair = state.get("pair")
+    if pair and engine == "llamacpp":
+        options["pair"] = pair_spec(pair, arch, path, usable, options["backend"])
     from .engines import ENGINES as SERVED
     adoptable = engine in SERVED and engine == choice.get("engine", "llamacpp") and model == choice["model"]
     why = "" if adoptable else (f"05 serves {choice['model']} with {choice.get('engine', 'llamacpp')} (01's choice); "
                                 f"this plan for {model} with {engine} is for comparison")
     return Setting(model, arch, engine, usable, options, adoptable, why)
+
+
+def pair_spec(pair: dict[str, Any], arch: Architecture, path: str | None, usable: int, backend: str) -> PairSpec:
+    """01's `pair` section as 02 plans it: the peer's rpc-server on its link address (and, where this box's
+    accelerator is the CPU, this box's own on loopback: llama.cpp's layer devices are GPUs or RPC servers)."""
+    from . import split as sp
+    peer_addr = pair.get("peer_addr") or "127.0.0.1"
+    port = int(pair.get("rpc_port") or RPC_PORT)
+    rpc = (f"{peer_addr}:{port}",) + ((f"127.0.0.1:{port + 1}",) if backend == "cpu" else ())
+    name = pair.get("host") or pair.get("peer") or "peer"
+    if pair.get("transport") == "loopback":
+        name = f"box B (GPU {pair['peer_gpu_index']})" if pair.get("peer_gpu_index") is not None else "box B"
+    return PairSpec(str(name), usable, int(pair.get("peer_usable_bytes") or usable), rpc, sp.layer_bytes(arch, path))
 
 
 def _has_gpu() -> bool:

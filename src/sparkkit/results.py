@@ -52,6 +52,20 @@ class PlanRow:
 
 
 @dataclass
+class BoxResult:
+    """02 for a pair: one box's share (`plan.BoxPlan.to_dict()`)."""
+    name: str
+    device: str
+    layers: str
+    n_layers: int
+    output: bool
+    usable_bytes: int
+    total_bytes: int
+    verdict: Literal["fits", "tight", "does not fit"]
+    rows: list[PlanRow]
+
+
+@dataclass
 class PlanResults:
     """02-plan: `plan.Plan.to_dict()` plus the largest context that fits and the architecture."""
     model: str
@@ -74,6 +88,7 @@ class PlanResults:
     largest_context: int
     arch: "Architecture"
     adopted_in_tuner: bool = False      # the tuner's "Use for 05-serve" rewrote this record
+    boxes: list[BoxResult] = field(default_factory=list)   # a pair (01's peer): each box's share
 
 
 @dataclass

@@ -25,6 +25,8 @@ class Serving:
     cache_ram_mib: int | None = None   # llama.cpp --cache-ram: the host prompt cache 02 counted
     ctx_checkpoints: int = 32          # llama.cpp --ctx-checkpoints per slot (its default, counted by 02)
     mem_fraction: float | None = None  # SGLang --mem-fraction-static / vLLM --gpu-memory-utilization
+    split: tuple[int, ...] = ()        # llama.cpp over two boxes (-ts): layers per device, RPC servers first
+    rpc: tuple[str, ...] = ()          # llama.cpp --rpc: the rpc-server endpoints (host:port), in that order
 
     def plan_kwargs(self) -> dict[str, Any]:
         """The keywords of `plan.plan_memory` this object fixes."""
@@ -42,4 +44,8 @@ class Serving:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Serving":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kw = {k: v for k, v in data.items() if k in names}
+        for k in ("split", "rpc"):              # JSON gives lists back
+            if k in kw:
+                kw[k] = tuple(kw[k] or ())
+        return cls(**kw)

@@ -1,0 +1,131 @@
+"""02 for a pair: llama.cpp's layer split (sparkkit.split) and each box's share of the plan, and the launch that
+renders the same split (`--rpc`, `-ts`)."""
+import numpy as np
+import pytest
+
+from sparkkit import plan as P
+from sparkkit import split as sp
+from sparkkit.engines.launch import Launch, to_argv
+from sparkkit.errors import ParameterError
+from sparkkit.model import CATALOGUE, from_gguf
+
+GIB = 2**30
+OSS = CATALOGUE["gpt-oss-120b"].arch
+
+
+def pair_for(arch, head=115 * GIB, peer=115 * GIB, path=None, split=(), rpc=("192.168.100.11:50052",)):
+    return P.PairSpec("spark-b", head, peer, rpc, sp.layer_bytes(arch, path), split)
+
+
+def reference_devices(n_layer, split):
+    """llama_model::load_tensors, written out as C++ does it: cumulative float points, std::upper_bound."""
+    points, acc = [], np.float32(0)
+    for x in split:
+        acc = np.float32(acc + np.float32(x))
+        points.append(acc)
+    points = [np.float32(p / acc) for p in points]
+    act = n_layer + 1
+    out = []
+    for il in range(act):
+        x = np.float32(np.float32(il) / np.float32(act))
+        out.append(next((i for i, p in enumerate(points) if p > x), len(points)))
+    return out
+
+
+@pytest.mark.parametrize("k", range(1, 37))
+def test_integer_layer_counts_give_exactly_those_layers(k):
+    where = sp.device_of_layers(36, (k, 37 - k))
+    assert where == reference_devices(36, (k, 37 - k))
+    assert where.count(0) == k and where.count(1) == 37 - k
+    assert where == sorted(where)                          # contiguous: the peer first, the head last
+
+
+def test_a_free_memory_split_rounds_as_llamacpp_does():
+    for split in ((119.3, 112.8), (1.0, 3.0), (5.0, 5.0, 2.0)):
+        assert sp.device_of_layers(36, split) == reference_devices(36, split)
+
+
+def test_layer_bytes_from_a_real_gguf_add_up_to_its_tensors(tmp_path):
+    from sparkkit.download import place_embedded
+    path = place_embedded(tmp_path / "models").path
+    arch = from_gguf(path)
+    lb = sp.layer_bytes(arch, path)
+    assert lb.exact and len(lb.layers) == arch.n_layer
+    assert lb.input + sum(lb.layers) + lb.output == arch.weights_bytes
+    assert lb.input > 0 and lb.output > 0
+
+
+def test_each_box_holds_its_layers_and_the_head_its_own_reserves():
+    one = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB)
+    two = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, pair=pair_for(OSS))
+    peer, head = two.boxes
+    assert peer.device == "RPC0[192.168.100.11:50052]" and head.device == "CUDA0"
+    assert len(peer.layers) + len(head.layers) == OSS.n_layer and head.output and not peer.output
+    assert two.serving.split == (len(peer.layers), len(head.layers) + 1)
+    assert two.serving.rpc == ("192.168.100.11:50052",)
+    # the KV of both boxes is the one box's KV; the weights are the model's
+    assert two.kv_bytes() == pytest.approx(one.kv_bytes(), abs=64)
+    lb = sp.layer_bytes(OSS)
+    weights = sum(b.rows[0][1] for b in two.boxes) + head.rows[1][1]
+    assert weights == lb.input + sum(lb.layers) + lb.output
+    names = {n for n, _, _ in head.rows}
+    assert {"host prompt cache", "context checkpoints", "token embeddings"} <= names
+    assert not {"host prompt cache", "context checkpoints", "token embeddings"} & {n for n, _, _ in peer.rows}
+    assert two.total_bytes == peer.total_bytes + head.total_bytes
+    assert two.usable_bytes == 230 * GIB
+
+
+def test_the_split_leaves_both_boxes_the_same_share_free():
+    two = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, pair=pair_for(OSS))
+    shares = [b.total_bytes / b.usable_bytes for b in two.boxes]
+    per_layer = max(sp.layer_bytes(OSS).layers) / (115 * GIB)
+    assert abs(shares[0] - shares[1]) <= 2 * per_layer      # within a layer or two of even
+    smaller_peer = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, pair=pair_for(OSS, peer=60 * GIB))
+    assert len(smaller_peer.boxes[0].layers) < len(two.boxes[0].layers)
+
+
+def test_the_verdict_is_the_fullest_box():
+    tight_peer = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB,
+                               pair=pair_for(OSS, peer=20 * GIB, split=(30, 7)))
+    assert tight_peer.boxes[0].verdict == "does not fit" and tight_peer.verdict == "does not fit"
+    assert tight_peer.total_bytes < tight_peer.usable_bytes          # the sum alone would have said "fits"
+
+
+def test_a_split_that_does_not_cover_the_model_names_the_parameter():
+    with pytest.raises(ParameterError, match="split.*summing to 37"):
+        P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, pair=pair_for(OSS, split=(10, 10)))
+
+
+def test_two_boxes_buy_slots_at_full_context_and_name_the_link():
+    gain = P.pair_gain(OSS, 4, "f16", 2048, 115 * GIB, link_mbps=200_000, pair=pair_for(OSS))
+    rows = {r[""]: r for r in gain.to_dict("records")}
+    slots = rows["most slots at full context (131072)"]
+    assert slots["two boxes"] > slots["one box"] >= 1
+    link = rows["link cost per decoded token (µs)"]["two boxes"]
+    assert link > 0
+    slow = P.pair_gain(OSS, 4, "f16", 2048, 115 * GIB, link_mbps=10_000, pair=pair_for(OSS))
+    assert {r[""]: r for r in slow.to_dict("records")}["link cost per decoded token (µs)"]["two boxes"] > link
+
+
+def test_the_launch_renders_the_plans_split_and_endpoints():
+    two = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, pair=pair_for(OSS))
+    argv = to_argv(Launch.from_serving(two.serving, "m.gguf", "gpt-oss-120b"))
+    assert argv[argv.index("--rpc") + 1] == "192.168.100.11:50052"
+    assert argv[argv.index("-ts") + 1] == ",".join(map(str, two.serving.split))
+    # the plan as 05 reads it back from the state file
+    from sparkkit.engines.serving import Serving
+    import json
+    back = Serving.from_dict(json.loads(json.dumps(two.serving.to_dict())))
+    assert back == two.serving
+    single = to_argv(Launch.from_serving(P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB).serving, "m.gguf",
+                                         "gpt-oss-120b"))
+    assert "--rpc" not in single and "-ts" not in single
+
+
+def test_a_cpu_head_serves_its_own_layers_through_an_rpc_server_on_loopback():
+    from sparkkit.model import architecture
+    tiny = architecture("embedded")
+    two = P.plan_memory(tiny, 4096, 2, "f16", 512, 16 * GIB, backend="cpu",
+                        pair=pair_for(tiny, rpc=("127.0.0.1:50052", "127.0.0.1:50053")))
+    assert [b.device for b in two.boxes] == ["RPC0[127.0.0.1:50052]", "RPC1[127.0.0.1:50053]"]
+    assert all(len(b.layers) + b.output >= 1 for b in two.boxes)       # both boxes hold a layer
