@@ -247,9 +247,12 @@ def _launch_proc(argv: list[str], launch: Launch, runtime: dict[str, Any]) -> tu
     n = 1
     while log.exists():
         log, n = log.with_name(f"server-{launch.port}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.log"), n + 1
+    env = None
+    if launch.cuda_devices is not None:      # one machine's GPUs standing in for a pair's boxes
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": launch.cuda_devices}
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, env=env)
     server = {"pid": proc.pid, "start_ticks": _proc_start_ticks(proc.pid), "argv": _proc_cmdline(proc.pid) or argv,
               "base_url": launch.base_url, "log": str(log), "launch": launch.to_dict(), "runtime": runtime,
               "started_at": records.now()}
@@ -267,16 +270,27 @@ def end_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
             proc.wait()
 
 
-def _bring_up(argv: list[str], launch: Launch, runtime: dict[str, Any], timeout: float) -> tuple[dict, Path, float]:
-    """Start and wait until healthy; on failure the process is gone and ServeError says why."""
+def _bring_up(argv: list[str], launch: Launch, runtime: dict[str, Any], timeout: float,
+              before=None) -> tuple[dict, Path, float]:
+    """Start and wait until healthy; on failure the process is gone and ServeError says why. `before`: what
+    must run first and is recorded with the server (a pair's rpc-servers), undone if the server fails."""
+    from .engines import rpc
     t0 = time.monotonic()
-    proc, server, log = _launch_proc(argv, launch, runtime)
+    peers = before() if before else []
+    try:
+        proc, server, log = _launch_proc(argv, launch, runtime)
+    except BaseException:
+        rpc.stop_all(peers)
+        raise
+    if peers:
+        server["rpc_servers"] = peers
     _write_record(server)
     try:
         wait_healthy(proc, launch.base_url, log, timeout, f" (model {launch.model})")
     except BaseException:
         end_process(proc)
         _drop_record(server)
+        rpc.stop_all(peers)
         raise
     load = time.monotonic() - t0
     server["load_seconds"] = round(load, 3)
@@ -284,7 +298,7 @@ def _bring_up(argv: list[str], launch: Launch, runtime: dict[str, Any], timeout:
     return server, log, load
 
 
-def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> Started:
+def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0, before=None) -> Started:
     """Start a server for `launch`, wait until /health says ok, and record it.
 
     Never leaves the owner with less than they had: a sparkkit server already serving this very
@@ -299,6 +313,8 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
                        f"kept the running sparkkit server (pid {previous['pid']}): it already serves this launch",
                        kept=True)
     same_port = bool(previous) and (previous.get("launch") or {}).get("port") == launch.port
+    if previous and set(launch.rpc) & {r.get("endpoint") for r in previous.get("rpc_servers") or []}:
+        same_port = True      # the new pair needs the old one's rpc-server ports (and the peer's memory)
     if port_in_use(launch.host, launch.port) and not same_port:
         raise ServeError(f"port {launch.port} on {launch.host} is already in use by a process sparkkit did not "
                          f"start; stop that process or choose another port (-p port {launch.port + 1})")
@@ -310,7 +326,7 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
     if previous and same_port:
         stop()
         try:
-            server, log, load = _bring_up(argv, launch, runtime, timeout)
+            server, log, load = _bring_up(argv, launch, runtime, timeout, before)
         except ServeError as e:
             back = _restart(previous, timeout)
             raise ServeError(f"{e}\n{back}") from None
@@ -318,7 +334,7 @@ def start(launch: Launch, runtime: dict[str, Any], timeout: float = 900.0) -> St
                     f"launch had passed its checks; its log is kept at {previous.get('log')})")
     else:
         try:
-            server, log, load = _bring_up(argv, launch, runtime, timeout)
+            server, log, load = _bring_up(argv, launch, runtime, timeout, before)
         except ServeError as e:
             if previous:
                 raise ServeError(f"{e}\nThe running sparkkit server (pid {previous['pid']}, "
@@ -339,9 +355,15 @@ def _restart(previous: dict[str, Any], timeout: float) -> str:
         from .engines.container import docker
         docker("start", previous["container"], timeout=120)
         return f"The new launch failed, so the previous sparkkit container {previous.get('name')} was started again."
+    from .engines import rpc
+    peers = previous.get("rpc_servers") or []
+
+    def again() -> list[dict[str, Any]]:       # a pair: its rpc-servers first, from their own command lines
+        return [rpc.start(r["endpoint"], r["argv"][0], r["where"], r.get("host", ""), r.get("gpu")) for r in peers]
     try:
         launch = Launch.from_dict(previous["launch"])
-        server, _log, _load = _bring_up(list(previous["argv"]), launch, previous.get("runtime", {}), timeout)
+        server, _log, _load = _bring_up(list(previous["argv"]), launch, previous.get("runtime", {}), timeout,
+                                        again if peers else None)
         records.update_state("server", server)
         return (f"The new launch failed, so the previous sparkkit server was started again (pid {server['pid']}, "
                 f"{server['base_url']}).")

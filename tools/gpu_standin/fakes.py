@@ -38,9 +38,13 @@ HELP = """----- common params -----
                                         max number of context checkpoints to create per slot
 -bs,   --backend-sampling               enable backend sampling (experimental)
 -cram, --cache-ram N                    set the maximum cache size in MiB (default: 8192, -1 - no limit, 0 - disable)
+--rpc SERVERS                           comma separated list of RPC servers (host:port)
+-ts,   --tensor-split N0,N1,N2,...      fraction of the model to offload to each GPU, comma-separated list of
+                                        proportions, e.g. 3,1
 """
 VALUED = {"-m", "-c", "--ctx-size", "-np", "--parallel", "-ngl", "-fa", "--flash-attn", "-lm", "-ub", "-b", "-lv",
-          "--alias", "--host", "--port", "--api-key-file", "-t", "-ctk", "-ctv", "--ctx-checkpoints", "--cache-ram"}
+          "--alias", "--host", "--port", "--api-key-file", "-t", "-ctk", "-ctv", "--ctx-checkpoints", "--cache-ram",
+          "--rpc", "-ts"}
 FLAGS = {"--kv-unified", "--jinja", "--metrics", "--backend-sampling"}
 
 
@@ -64,6 +68,18 @@ def server(argv: list[str]) -> int:
         else:
             print(f"error: invalid argument: {a}", file=sys.stderr)
             return 1
+    for endpoint in filter(None, opts.get("--rpc", "").split(",")):
+        # llama.cpp connects to every RPC server before it loads anything (and aborts when one is missing);
+        # the embedded engine then serves the whole model here: the split itself is proven on GPUs.
+        import socket
+        host, port = endpoint.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError:
+            print(f"Failed to connect to {endpoint}", file=sys.stderr)
+            print(f"llama_model_load_from_file_impl: failed to add RPC server {endpoint}", file=sys.stderr)
+            return 1
+        print(f"RPC server {endpoint}: connected", flush=True)
     import xllamacpp as xlc
     p = xlc.CommonParams()
     p.model.path = opts["-m"]
@@ -103,5 +119,45 @@ def bench(argv: list[str]) -> int:
     return 0
 
 
+def rpc(argv: list[str]) -> int:
+    """rpc-server's command line (-H, -p, -c, -t, -d): listens, prints its banner in the shape b11549 prints it
+    (records/pair/rpc-server-cpu.log), holds each connection until the client leaves, exits 0 on SIGTERM."""
+    import socket
+    opts: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("-H", "--host", "-p", "--port", "-t", "--threads", "-d", "--device"):
+            opts[argv[i]] = argv[i + 1]
+            i += 2
+        elif argv[i] in ("-c", "--cache"):
+            opts["-c"] = "1"
+            i += 1
+        else:
+            print(f"error: unknown argument: {argv[i]}", file=sys.stderr)
+            return 1
+    host, port = opts.get("-H", opts.get("--host", "127.0.0.1")), int(opts.get("-p", opts.get("--port", 50052)))
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        srv.bind((host, port))
+    except OSError as e:
+        print(f"Failed to create server socket: {e}", file=sys.stderr)
+        return 1
+    srv.listen(4)
+    print("Starting RPC server v3.6.1\n"
+          f"  endpoint       : {host}:{port}\n"
+          f"  local cache    : {'~/.cache/llama.cpp/rpc/' if '-c' in opts else 'n/a'}\n"
+          "Devices:\n  CPU: stand-in CPU (fakes.py)", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    def hold(conn):
+        with conn:
+            while conn.recv(65536):
+                pass
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=hold, args=(conn,), daemon=True).start()
+
+
 if __name__ == "__main__":
-    sys.exit({"server": server, "bench": bench}[sys.argv[1]](sys.argv[2:]))
+    sys.exit({"server": server, "bench": bench, "rpc": rpc}[sys.argv[1]](sys.argv[2:]))

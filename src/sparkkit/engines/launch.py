@@ -66,6 +66,9 @@ class Launch:
     cache_ram_mib: int | None = None  # --cache-ram: the host prompt cache 02 planned (None: llama.cpp's 8192)
     swa_full: bool = False          # --swa-full: full-size sliding-window KV (02 counts it when planned)
     ctx_checkpoints: int = CTX_CHECKPOINTS   # --ctx-checkpoints per slot (passed only when not llama.cpp's default)
+    rpc: tuple[str, ...] = ()       # --rpc: rpc-server endpoints of the other box(es) of a pair (02's plan)
+    tensor_split: tuple[int, ...] = ()   # -ts: layers per device, RPC servers first (02's per-box plan)
+    cuda_devices: str | None = None  # CUDA_VISIBLE_DEVICES for the server (a pair stood in by one machine's GPUs)
     extra: tuple[str, ...] = field(default_factory=tuple)  # verbatim extra llama-server flags
 
     def __post_init__(self) -> None:
@@ -95,12 +98,14 @@ class Launch:
                    kv_unified=serving.kv_unified, kv_type=serving.kv_type, flash_attn=serving.flash_attn,
                    ubatch=serving.ubatch, batch=max(serving.ubatch, 2048), host=host, port=port,
                    api_key_file=api_key_file, threads=threads, cache_ram_mib=serving.cache_ram_mib,
-                   swa_full=serving.swa_full, ctx_checkpoints=serving.ctx_checkpoints)
+                   swa_full=serving.swa_full, ctx_checkpoints=serving.ctx_checkpoints,
+                   rpc=tuple(serving.rpc), tensor_split=tuple(serving.split))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Launch":
         data = dict(data)
-        data["extra"] = tuple(data.get("extra") or ())
+        for k in ("extra", "rpc", "tensor_split"):
+            data[k] = tuple(data.get(k) or ())
         return cls(**data)
 
 
@@ -166,6 +171,10 @@ def to_argv(launch: Launch, binary: str = "llama-server", flags: ServerFlags = S
         a += ["-lv", str(launch.log_verbosity)]
     if launch.cache_ram_mib is not None and flags.cache_ram:
         a += ["--cache-ram", str(launch.cache_ram_mib)]
+    if launch.rpc:
+        a += ["--rpc", ",".join(launch.rpc)]
+    if launch.tensor_split:
+        a += ["-ts", ",".join(str(n) for n in launch.tensor_split)]
     if launch.api_key_file:
         a += ["--api-key-file", launch.api_key_file]
     return a + list(launch.extra)

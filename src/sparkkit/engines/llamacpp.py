@@ -139,10 +139,11 @@ def build_commands(src_dir: str, cuda_arch: str = "121a-real", jobs: int | None 
         extra += f" -DLLAMA_BUILD_NUMBER={int(build_number)}"
     if commit:
         extra += f" -DLLAMA_BUILD_COMMIT={shlex.quote(commit)}"
-    return [f"{env}cmake -S {src} -B {out}{gen} -DGGML_CUDA=ON -DGGML_NATIVE=ON "
+    # -DGGML_RPC=ON and rpc-server: the same build serves one box or, with rpc-server on the other box, a pair
+    return [f"{env}cmake -S {src} -B {out}{gen} -DGGML_CUDA=ON -DGGML_RPC=ON -DGGML_NATIVE=ON "
             f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch} -DCMAKE_BUILD_TYPE=Release "
             f"-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF{extra}",
-            f"cmake --build {out} --config Release --target llama-server llama-bench -j {jobs or ''}".rstrip()]
+            f"cmake --build {out} --config Release --target llama-server llama-bench rpc-server -j {jobs or ''}".rstrip()]
 
 
 # ----------------------------------------------------------------------------- the pinned source
@@ -707,9 +708,23 @@ def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: 
     if runtime["kind"] == "binary" and not runtime.get("path"):
         raise StateError("llama-server is not built yet: run 04-engine with -p build yes, "
                          "or pass -p binary /path/to/llama-server to 04")
-    return serve.start(Launch.from_serving(serving, model["path"], model["alias"], host, port, key_file,
-                                           threads=os.cpu_count() if runtime["kind"] == "embedded" else None),
-                       runtime)
+    launch = Launch.from_serving(serving, model["path"], model["alias"], host, port, key_file,
+                                 threads=os.cpu_count() if runtime["kind"] == "embedded" else None)
+    if not serving.rpc:
+        return serve.start(launch, runtime)
+    # a pair (02 planned it from 01's `pair`): the rpc-servers first, then this box's llama-server
+    from dataclasses import replace
+    from . import rpc
+    pair = records.load_state().get("pair") or {}
+    rpc.binary_for(runtime)                       # the embedded engine cannot: one sentence, nothing started
+    gpu = pair.get("peer_gpu_index")
+    if gpu is not None:                           # one machine's GPUs stand in for the boxes: the head keeps its own
+        launch = replace(launch, cuda_devices="0" if int(gpu) != 0 else "1")
+    started = serve.start(launch, runtime, before=lambda: rpc.start_all(serving.rpc, runtime, pair))
+    for rec in (records.load_state().get("server") or {}).get("rpc_servers") or []:
+        started.notes.append(f"rpc-server {rec['endpoint']} on {rec.get('host') or 'this machine'} (pid {rec['pid']}"
+                             f"{', GPU ' + str(rec['gpu']) if rec.get('gpu') is not None else ''}), log {rec['log']}")
+    return started
 
 
 def is_running(server: dict[str, Any]) -> bool:
@@ -720,7 +735,10 @@ def is_running(server: dict[str, Any]) -> bool:
 def stop(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
     """A process leaves nothing to remove: `remove` is the containers' (a stopped one can be started again)."""
     from ..serve import stop_server
-    return stop_server(server, timeout)
+    from .rpc import stop_all
+    forced = stop_server(server, timeout)
+    stop_all(server.get("rpc_servers") or [])     # a pair: the other box's rpc-server, once the head is gone
+    return forced
 
 
 def command(serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
