@@ -50,6 +50,9 @@ VERDICTS = {
     ("x86-debian12-no-gpu", "llamacpp"): (P, table(S, S, S, S, S, P, S, P, P, P)),
     ("x86-debian12-no-gpu", "sglang"): (F, table(F, S, S, S, S, F, S, P, P, P)),
     ("x86-debian12-no-gpu", "ollama"): (F, table(W, S, S, S, S, F, S, P, P, P)),
+    # the GX10 above as the two nodes of a pair (tests/test_pair.py): alone, each is that box
+    ("gx10-pair-a", "llamacpp"): (F, table(P, P, S, P, S, F, P, P, S, S)),
+    ("gx10-pair-b", "vllm"): (F, table(P, P, P, P, S, F, W, P, S, S)),
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from .box import GPU_QUERY, Facts, gather, gpu_info, meminfo  # noqa: F401  (meminfo: part of this API)
 from .model import EMBEDDED, is_embedded
+from .results import PairResults
 
 GIB = 1024**3
 STATUSES = ("pass", "warn", "fail", "skip")
@@ -413,10 +414,11 @@ class HostReport:
     source: str = "this machine"
     box: str = ""
     notes: list[str] = field(default_factory=list)     # what a snapshot held that could not be used
+    pair: PairResults | None = None     # with -p peer: the second box's checks, pair.PairReport.section()
 
     @property
     def verdict(self) -> str:
-        statuses = {c.status for c in self.checks}
+        statuses = {c.status for c in self.checks} | ({self.pair["status"]} if self.pair else set())
         return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
 
     @property
@@ -430,15 +432,27 @@ class HostReport:
         notes = f"; {'; '.join(self.notes)}" if self.notes else ""
         failed = [c.name for c in self.checks if c.status == "fail"]
         warned = [c.name for c in self.checks if c.status == "warn"]
+        if self.pair:
+            failed += [f"pair: {c['name']}" for c in self.pair["checks"] if c["status"] == "fail"]
+            warned += [f"pair: {c['name']}" for c in self.pair["checks"] if c["status"] == "warn"]
         lead = (f"failed: {', '.join(failed)}" + (f"; warnings: {', '.join(warned)}" if warned else "") + " — "
                 if failed else "")
-        return f"{lead}{where}{box}, {usable}{tail}{notes}"
+        pair = f"; pair with {self.pair['peer']} ({self.pair['transport']}): {self.pair['status']}" if self.pair else ""
+        return f"{lead}{where}{box}, {usable}{tail}{notes}{pair}"
 
     def table(self):
         """Every check, failing and warning ones first, each value, reason and fix whole."""
         from .tables import WholeTable
         order = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
         return WholeTable([asdict(c) for c in sorted(self.checks, key=lambda c: order[c.status])])
+
+    def pair_table(self):
+        """The pair's checks (with -p peer), as `table()` shows this box's; None for one box."""
+        if not self.pair:
+            return None
+        from .tables import WholeTable
+        order = {"fail": 0, "warn": 1, "pass": 2, "skip": 3}
+        return WholeTable(sorted(self.pair["checks"], key=lambda c: order[c["status"]]))
 
     def statuses(self) -> dict[str, str]:
         return {c.name: c.status for c in self.checks}
@@ -449,7 +463,8 @@ class HostReport:
     def to_dict(self) -> dict[str, Any]:
         return {"is_gb10": self.is_gb10, "target": self.target, "usable_bytes": self.usable_bytes,
                 "engine": self.engine, "model": self.model, "source": self.source, "box": self.box,
-                "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
+                "notes": self.notes, "checks": [asdict(c) for c in self.checks],
+                **({"pair": self.pair} if self.pair is not None else {})}
 
 
 def weights_for(model: str, engine: str) -> tuple[int, str]:
@@ -511,19 +526,25 @@ def this_host() -> HostSource:
 
 
 def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
-        source: HostSource | None = None, host: str = "") -> tuple[HostReport, str]:
+        source: HostSource | None = None, host: str = "", peer: str = "") -> tuple[HostReport, str]:
     """Runbook 01: resolve `auto`, run the checks, and hand the results to later steps.
 
     With `host` (a snapshot directory) the checks read that snapshot instead of this machine, and
     nothing is written to the state file: later runbooks run here, so they must keep seeing this
     machine (a snapshot of a GB10 must not make them build for a GPU this machine lacks). The
-    report still goes into 01's record, which names the snapshot as its source."""
+    report still goes into 01's record, which names the snapshot as its source.
+
+    With `peer` (the second GB10 of a pair: user@host, a snapshot directory or loopback[:GPU]) the pair
+    checks (sparkkit.pair) run too: the report carries them, its verdict counts them, and the state's
+    "pair" section holds pair.PairReport.section() — cleared (None) for one box, so no stale pair lingers."""
+    from . import pair as pairs
     from . import records
     from .errors import ParameterError, check_choice
     from .model import MODEL_CHOICES, SERVABLE, resolve
 
     check_choice("engine", engine, ENGINES)
     check_choice("model", model, MODEL_CHOICES)
+    pairs.parse(peer)                        # a bad peer is refused before anything is read
     if host:
         from .snapshot import load
         src: HostSource = load(host)
@@ -537,8 +558,12 @@ def run(model: str = "auto", engine: str = "llamacpp", model_dir: str = "",
                                  "(the embedded model is served by llamacpp only)")
         chosen = "gpt-oss-120b"
     report = preflight(chosen, engine, model_dir, src, facts)
+    paired = pairs.preflight(peer, chosen, engine, model_dir, head_source=src)
+    report.pair = paired.section() if paired else None
     if not src.is_snapshot or getattr(src, "acting", False):
-        records.update_state("host", {**report.to_dict(), "checked_at": records.now()})
+        mine = {k: v for k, v in report.to_dict().items() if k != "pair"}     # the pair has its own section
+        records.update_state("host", {**mine, "checked_at": records.now()})
+        records.update_state("pair", report.pair)
         records.update_state("choice", {"model": chosen, "engine": engine,
                                         "model_dir": need_for(chosen, engine, model_dir).weights_dir})
     return report, chosen

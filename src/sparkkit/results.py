@@ -45,6 +45,25 @@ class Failure:
 
 
 @dataclass
+class PairResults:
+    """01 with -p peer: the second GB10 of a pair (sparkkit.pair.PairReport.section(); the state's "pair")."""
+    peer: str                      # the parameter as given
+    transport: Literal["ssh", "snapshot", "loopback"]
+    host: str                      # ssh: user@host or host; else ""
+    head_addr: str                 # this box's IPv4 on the ConnectX-7 link ("127.0.0.1" for loopback)
+    peer_addr: str                 # the second box's IPv4 on the link
+    iface: str                     # this box's link interface, or ""
+    peer_iface: str
+    link_mbps: int | None
+    mtu: int | None
+    peer_gpu_index: int | None     # loopback:N → N
+    peer_usable_bytes: int | None  # the second box's usable memory, measured as 01 measures one box
+    peer_gpu: str | None
+    status: Literal["pass", "warn", "fail"]
+    checks: list[Check]
+
+
+@dataclass
 class PlanRow:
     component: str
     bytes: int
@@ -209,7 +228,9 @@ def models() -> dict[str, tuple[type, ...]]:
     from .model import Architecture
     from .verify import Probe
     # the forward references above, resolved where the models are read
-    globals().update(Serving=Serving, Architecture=Architecture, Probe=Probe, SessionRun=SessionRun, CliRun=CliRun,
+    from . import results as importable     # PairResults (host.HostReport.pair) is this module's, also as __main__
+    for names in (globals(), vars(importable)):
+        names.update(Serving=Serving, Architecture=Architecture, Probe=Probe, SessionRun=SessionRun, CliRun=CliRun,
                      Check=Check)
     return {"01-preflight": (HostReport,), "02-plan": (PlanResults,), "03-place-model": (Placed,),
             "04-engine": (EngineReady, container.Ready, ollama.Ready, Failure),

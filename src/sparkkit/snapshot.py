@@ -23,8 +23,8 @@ Format ``sparkkit.snapshot/1`` — a directory holding:
     Where each line comes from, for snapshots written by hand.
 
 Anything absent is "not in this snapshot": the check that needed it says ``skip`` and why. Serial
-numbers (``DGX_SERIAL_NUMBER``, ``Serial Number :``, fwupd's ``"Serial"``), UUIDs, Hugging Face
-tokens, the host name and the user's name in paths are replaced by ``<redacted>`` when a snapshot
+numbers (``DGX_SERIAL_NUMBER``, ``Serial Number :``, fwupd's ``"Serial"``), UUIDs, MAC addresses,
+Hugging Face tokens, the host name and the user's name in paths are replaced by ``<redacted>`` when a snapshot
 is captured, before anything is written. Serial-number files (DMI ``product_serial``) are never read.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pathlib import Path
 
 from .errors import ParameterError
 from .host import HostSource
+from .pair import CAPTURE_COMMANDS
 
 FORMAT = "sparkkit.snapshot/1"
 FILES = ("/proc/meminfo", "/proc/swaps", "/etc/dgx-release", "/etc/os-release", "/etc/lsb-release",
@@ -50,7 +51,10 @@ COMMANDS = (("nvidia-smi",), ("nvidia-smi", "--query-gpu=name,driver_version", "
             ("nvidia-smi", "--query-gpu=name,compute_cap,memory.total,memory.free", "--format=csv,noheader"),
             ("uname", "-r"), ("uname", "-m"), ("df", "-P", "-k"), ("swapon", "--show", "--bytes"),
             ("nvcc", "--version"), ("/usr/local/cuda/bin/nvcc", "--version"),
-            ("fwupdmgr", "get-devices", "--json"), ("fwupdmgr", "get-updates", "--json"))
+            ("fwupdmgr", "get-devices", "--json"), ("fwupdmgr", "get-updates", "--json"),
+            # what 01's pair checks read (sparkkit.pair): each network interface's driver, state, speed and MTU
+            # from sysfs, the IPv4 addresses (`ip -4`: no MAC, no MAC-derived IPv6), and each engine's build
+            *CAPTURE_COMMANDS)
 ACCEPTED = ("a host snapshot directory: one made by `sparkkit snapshot DIR`, or a directory with a "
             f"SNAPSHOT file whose first line is 'format: {FORMAT}' (README: Host snapshots)")
 REDACTED = "<redacted>"
@@ -64,6 +68,8 @@ _SECRETS = (
     (re.compile(r"(?i)\b((?:hf_|hugging_face_hub_)?token|api[_-]?key|secret|password)(\s*[:=]\s*)\S+"),
      rf"\g<1>\g<2>{REDACTED}"),
     (re.compile(r"\bGPU-[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}\b"), f"GPU-{REDACTED}"),
+    # MAC addresses (a network interface's hardware address names the box as a serial number does)
+    (re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}(?![0-9A-Fa-f:])"), REDACTED),
 )
 
 
