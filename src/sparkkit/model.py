@@ -155,22 +155,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             active_bytes_per_token="tensor sizes of the ggml-org GGUF: attention 676.8 MB + 4 of 32 experts "
                                    "1269.0 MB + router 8.9 MB + output head 615.3 MB = 2.575 GB "
                                    "(research/gpu-standin.md §6)")),
-    "qwen3-coder-30b-a3b": CatalogueEntry(
-        Architecture("Qwen3-Coder-30B-A3B-Instruct", n_layer=48, n_head=32, n_head_kv=4, head_dim=128, n_embd=2048,
-                     sliding_window=0, n_swa_layers=0, n_expert=128, n_expert_used=8, context_max=262144,
-                     n_vocab=151936, weights_bytes=int(30.25 * GIB), params_total=30.53e9, params_active=3.3e9,
-                     active_bytes_per_token=qwen3_coder_active_bytes(), arch="qwen3moe", n_ff_exp=768,
-                     source="catalogue"),
-        "ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF", ("qwen3-coder-30b-a3b-instruct-q8_0.gguf",),
-        _shape_sources(
-            _QWEN_CONFIG + ": num_hidden_layers 48, num_attention_heads 32, num_key_value_heads 4, head_dim 128, "
-            "hidden_size 2048, use_sliding_window false (so no sliding-window layers), num_experts 128, "
-            "num_experts_per_tok 8, moe_intermediate_size 768, max_position_embeddings 262144, vocab_size 151936",
-            weights_bytes=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.25 GiB"),
-            params_total=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.53 B"),
-            params_active="Qwen model card: 30.5B in total and 3.3B activated",
-            active_bytes_per_token="computed from the config shapes (qwen3_coder_active_bytes: Q8_0 attention, "
-                                   "8 of 128 experts and head, F32 router); not measured")),
+    # (before qwen3-coder-30b-a3b, so that 01's list of models for another engine still ends with it, as
+    # tests/test_host.py pins)
     # Larger than one GB10 (132.85 GiB of weights against ~117.7 GiB usable), half of it fits one (66.4 GiB):
     # a model for a pair of boxes, each holding half its layers. 03 downloads its four shards like any other.
     "qwen3-235b-a22b-2507": CatalogueEntry(
@@ -195,6 +181,22 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             active_bytes_per_token="computed from the config shapes at the file's average bits per weight "
                                    "(qwen3_235b_active_bytes: 8 of 128 experts, attention, head, F32 router); "
                                    "not measured")),
+    "qwen3-coder-30b-a3b": CatalogueEntry(
+        Architecture("Qwen3-Coder-30B-A3B-Instruct", n_layer=48, n_head=32, n_head_kv=4, head_dim=128, n_embd=2048,
+                     sliding_window=0, n_swa_layers=0, n_expert=128, n_expert_used=8, context_max=262144,
+                     n_vocab=151936, weights_bytes=int(30.25 * GIB), params_total=30.53e9, params_active=3.3e9,
+                     active_bytes_per_token=qwen3_coder_active_bytes(), arch="qwen3moe", n_ff_exp=768,
+                     source="catalogue"),
+        "ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF", ("qwen3-coder-30b-a3b-instruct-q8_0.gguf",),
+        _shape_sources(
+            _QWEN_CONFIG + ": num_hidden_layers 48, num_attention_heads 32, num_key_value_heads 4, head_dim 128, "
+            "hidden_size 2048, use_sliding_window false (so no sliding-window layers), num_experts 128, "
+            "num_experts_per_tok 8, moe_intermediate_size 768, max_position_embeddings 262144, vocab_size 151936",
+            weights_bytes=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.25 GiB"),
+            params_total=_BENCH.format("ggml-org/Qwen3-Coder-30B-A3B-Instruct-Q8_0-GGUF: 30.53 B"),
+            params_active="Qwen model card: 30.5B in total and 3.3B activated",
+            active_bytes_per_token="computed from the config shapes (qwen3_coder_active_bytes: Q8_0 attention, "
+                                   "8 of 128 experts and head, F32 router); not measured")),
 }
 
 # What each engine loads for a catalogue model (spark.md §7): SGLang/vLLM the root safetensors of
