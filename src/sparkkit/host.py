@@ -290,6 +290,10 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
     value = (f"{_gib(usable)} (MemAvailable {_gib(mem['MemAvailable'])} + SwapFree "
              + (_gib(mem["SwapFree"]) if "SwapFree" in mem else "not recorded")
              + f" − {HEADROOM_BYTES // GIB} headroom; MemTotal {_gib(mem.get('MemTotal', 0))}); {n.says}")
+    if f.is_gb10 and "MemTotal" in mem and need > mem["MemTotal"] - HEADROOM_BYTES:
+        # the weights live in GPU memory, which swap does not extend: no freeing makes one box hold them
+        return c("fail", value, "one GB10 cannot hold it, swap or not: " + _smaller(n, mem["MemTotal"] -
+                                                                                      HEADROOM_BYTES)), usable
     if usable >= need:
         return c("pass", value), usable
     room = mem.get("MemTotal", 0) + mem.get("SwapTotal", 0) - HEADROOM_BYTES
@@ -298,9 +302,15 @@ def _memory(f: Facts, n: Need) -> tuple[Check, int]:
 
 
 def _smaller(n: Need, room: int) -> str:
-    """The fix when `n.model` cannot fit in `room` bytes: the catalogue models that would, else a GB10."""
+    """The fix when `n.model` cannot fit in `room` bytes: the catalogue models that would, else a GB10 — or,
+    for a model one GB10 cannot hold either (plan.GB10_TOTAL less the headroom), a pair of them first."""
     from .model import CATALOGUE
+    from .plan import GB10_TOTAL
     fits = [m for m in CATALOGUE if m != n.model and weights_for(m, n.engine)[0] + MODEL_MARGIN <= room]
+    if n.memory_bytes > GB10_TOTAL - HEADROOM_BYTES:
+        pair = (f"serve {n.model} on a pair of GB10s, each holding half its layers ({_gib(n.weights_bytes / 2)} "
+                f"of weights per box; one holds ~{_gib(GB10_TOTAL - HEADROOM_BYTES)})")
+        return pair + (f", or use -p model {' or '.join(fits)} here" if fits else "")
     return f"use -p model {' or '.join(fits)}, or a GB10" if fits else "use a GB10 (128 GB of unified memory)"
 
 

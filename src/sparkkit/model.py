@@ -61,7 +61,8 @@ class CatalogueEntry:
     hf_files: tuple[str, ...]      # shards; the first is what -m points at
     sources: dict[str, str]        # Architecture field -> where its number comes from
     servable: bool = True          # False: planned only — 02 plans it, 01 does not offer it (nothing for 03
-                                   # to place or 05 to serve); every entry below is servable
+                                   # to place or 05 to serve); every entry below is servable (03 places
+                                   # qwen3-235b-a22b-2507's shards; serving it takes a pair of GB10s)
 
 
 _OSS_CONFIG = "openai/gpt-oss-{}/config.json (HF; quoted in research/spark.md §7 and peers.md §4)"
@@ -86,6 +87,37 @@ def qwen3_coder_active_bytes() -> float:
     attn = 2048 * 4096 + 2 * 2048 * 512 + 4096 * 2048
     experts = 8 * 3 * 2048 * 768
     return 48 * ((attn + experts) * q8 + 2048 * 128 * 4) + 151936 * 2048 * q8
+
+
+# Qwen3-235B-A22B-Instruct-2507: a qwen3moe larger than one GB10 (its Q4_K_M GGUF is 132.85 GiB), the
+# catalogue's model for a pair of boxes.
+_QWEN235_CONFIG = ("Qwen/Qwen3-235B-A22B-Instruct-2507 config.json (HF): num_hidden_layers 94, num_attention_heads 64, "
+                   "num_key_value_heads 4, head_dim 128, hidden_size 4096, use_sliding_window false, num_experts 128, "
+                   "num_experts_per_tok 8, moe_intermediate_size 1536, max_position_embeddings 262144, "
+                   "rope_theta 5000000, vocab_size 151936, tie_word_embeddings false (quoted whole in public code, "
+                   "e.g. a dashboard's _DEMO_CONFIG 'mirroring Qwen3-235B'); Qwen's model card (verbatim in "
+                   "github.com/akash-network/awesome-akash Qwen3-235B-A22B-Instruct-2507/README.md): 94 layers, "
+                   "64 Q / 4 KV heads, 128 experts, 8 activated, 262,144 tokens natively; the widths (4096, 1536, 128, "
+                   "151936) also in THUDM/slime scripts/models/qwen3-235B-A22B.sh")
+_QWEN235_REPO = "bartowski/Qwen_Qwen3-235B-A22B-Instruct-2507-GGUF"
+_QWEN235_QUANT = "Qwen_Qwen3-235B-A22B-Instruct-2507-Q4_K_M"
+# The four Q4_K_M shards' sizes in the Hub's tree listing (api/models/<repo>/tree/main?recursive=true) of the repo,
+# as a public test of a Hugging Face GGUF picker holds it (its fixture is that listing; the test sums the set as
+# 39_856_336_448 + 39_847_230_560 * 2 + 23_096_107_744; which shard carries which of the two ~39.85 GB sizes is
+# that order, the first holding the ~9.1 MB header with the tokenizer).
+QWEN235_SHARD_BYTES = (39_856_336_448, 39_847_230_560, 39_847_230_560, 23_096_107_744)
+
+
+def qwen3_235b_active_bytes() -> float:
+    """Bytes the Q4_K_M GGUF of Qwen3-235B-A22B reads per decoded token, from its config shapes: attention
+    (q 4096→8192, k/v 4096→512, o 8192→4096), 8 of 128 experts (3 × 4096 × 1536 each) and the output head
+    (151936 × 4096) at the file's average 4.854 bits per weight (142,646,905,312 bytes over 235,093,634,560
+    weights: Q4_K_M mixes Q4_K and Q6_K per tensor, and no tensor listing was found), plus the F32 router
+    (4096 × 128); per layer × 94. Computed, not measured (≈13.25 GB)."""
+    bpw = sum(QWEN235_SHARD_BYTES) * 8 / 235_093_634_560
+    attn = 4096 * 8192 + 2 * 4096 * 512 + 8192 * 4096
+    experts = 8 * 3 * 4096 * 1536
+    return (94 * (attn + experts) + 151936 * 4096) * bpw / 8 + 94 * 4096 * 128 * 4
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -123,6 +155,32 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             active_bytes_per_token="tensor sizes of the ggml-org GGUF: attention 676.8 MB + 4 of 32 experts "
                                    "1269.0 MB + router 8.9 MB + output head 615.3 MB = 2.575 GB "
                                    "(research/gpu-standin.md §6)")),
+    # (before qwen3-coder-30b-a3b, so that 01's list of models for another engine still ends with it, as
+    # tests/test_host.py pins)
+    # Larger than one GB10 (132.85 GiB of weights against ~117.7 GiB usable), half of it fits one (66.4 GiB):
+    # a model for a pair of boxes, each holding half its layers. 03 downloads its four shards like any other.
+    "qwen3-235b-a22b-2507": CatalogueEntry(
+        Architecture("Qwen3-235B-A22B-Instruct-2507", n_layer=94, n_head=64, n_head_kv=4, head_dim=128, n_embd=4096,
+                     sliding_window=0, n_swa_layers=0, n_expert=128, n_expert_used=8, context_max=262144,
+                     n_vocab=151936, weights_bytes=sum(QWEN235_SHARD_BYTES), params_total=235_093_634_560,
+                     params_active=22e9, active_bytes_per_token=qwen3_235b_active_bytes(), arch="qwen3moe",
+                     n_ff_exp=1536, source="catalogue"),
+        _QWEN235_REPO,
+        tuple(f"{_QWEN235_QUANT}/{_QWEN235_QUANT}-{i:05d}-of-00004.gguf" for i in range(1, 5)),
+        _shape_sources(
+            _QWEN235_CONFIG,
+            weights_bytes=f"{_QWEN235_REPO} Q4_K_M, the sum of its four shards' sizes in the Hub's tree listing "
+                          "(39,856,336,448 + 39,847,230,560 + 39,847,230,560 + 23,096,107,744 = 142,646,905,312 "
+                          "bytes = 132.85 GiB, as a public test of an HF GGUF picker quotes that listing); file "
+                          "bytes, so the ~9 MB of GGUF headers count as weights (slightly over the tensor data); "
+                          "other listings of the same set say 142 GB in 4 shards",
+            params_total="computed from the config shapes (94 × (attention 71,303,168 + norms 8,448 + router "
+                         "524,288 + 128 experts × 18,874,368) + 2 × 151936 × 4096 + 4096 = 235,093,634,560); "
+                         "llama-bench prints 235.09 B for a qwen3moe 235B.A22B Q4_K_M GGUF",
+            params_active="Qwen model card: 235B in total and 22B activated",
+            active_bytes_per_token="computed from the config shapes at the file's average bits per weight "
+                                   "(qwen3_235b_active_bytes: 8 of 128 experts, attention, head, F32 router); "
+                                   "not measured")),
     "qwen3-coder-30b-a3b": CatalogueEntry(
         Architecture("Qwen3-Coder-30B-A3B-Instruct", n_layer=48, n_head=32, n_head_kv=4, head_dim=128, n_embd=2048,
                      sliding_window=0, n_swa_layers=0, n_expert=128, n_expert_used=8, context_max=262144,
@@ -150,6 +208,8 @@ ENGINE_WEIGHTS: dict[str, dict[str, float | None]] = {
     "gpt-oss-20b": {"vllm": 13.8e9, "sglang": 13.8e9, "ollama": 14e9},
     # model.safetensors.index.json total_size of Qwen/Qwen3-Coder-30B-A3B-Instruct (BF16)
     "qwen3-coder-30b-a3b": {"vllm": 61064245248, "sglang": 61064245248, "ollama": None},
+    # not in our sources: its BF16 safetensors' total_size, and an Ollama tag of the 2507 Instruct
+    "qwen3-235b-a22b-2507": {"vllm": None, "sglang": None, "ollama": None},
 }
 
 
