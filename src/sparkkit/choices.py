@@ -78,6 +78,11 @@ def _check_model_dir(v: str) -> None:
         raise ParameterError("model_dir", v, "a directory (it is a file)")
 
 
+def _pair_parse(v: str) -> None:
+    from .pair import parse
+    parse(v)             # one sentence naming `peer` when it is none of user@host, a snapshot directory, loopback[:N]
+
+
 def _check_port(v: int) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or 1 <= v <= 65535):
         raise ParameterError("port", v, "0 (the engine's default port) or an integer from 1 to 65535")
@@ -94,6 +99,7 @@ OWNER_CHOICES: dict[str, tuple[str, tuple[str, ...], Callable[[Any], None]]] = {
     "engine": ("01-preflight", ("01-preflight", "02-plan", "03-place-model", "04-engine", "05-serve", "06-verify",
                                 "07-wire-claude"), _check_engine),
     "model_dir": ("01-preflight", ("01-preflight", "03-place-model"), _check_model_dir),
+    "peer": ("01-preflight", ("01-preflight",), lambda v: _pair_parse(v)),   # 02 and 05 read 01's pair section
     "hf_endpoint": ("03-place-model", ("03-place-model",), lambda v: None),
     "context": ("02-plan", ("02-plan",), _check_context),
     "host": ("05-serve", ("05-serve",), lambda v: None),        # checked with the key below

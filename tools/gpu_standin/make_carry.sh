@@ -20,7 +20,7 @@ src=$(echo "$work"/xllamacpp-*/thirdparty/llama.cpp)
 # models/templates stays: 03 takes the gpt-oss chat template from there.
 rm -rf "$src"/{docs,tests,examples,benches,conversion,pocs,ci,.github,.devops,app,media,gguf-py,requirements}
 find "$src/models" -mindepth 1 -maxdepth 1 ! -name templates -exec rm -rf {} +
-find "$src/ggml/src" -mindepth 1 -maxdepth 1 -type d ! -name ggml-cpu ! -name ggml-cuda -exec rm -rf {} +
+find "$src/ggml/src" -mindepth 1 -maxdepth 1 -type d ! -name ggml-cpu ! -name ggml-cuda ! -name ggml-rpc -exec rm -rf {} +
 # tools/ui: only what its CMakeLists reads with the UI off (gpu-standin.md §1)
 find "$src/tools/ui" -mindepth 1 -maxdepth 1 ! -name CMakeLists.txt ! -name '*.in' ! -name '*.cmake' \
   -exec rm -rf {} +
