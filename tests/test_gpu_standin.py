@@ -183,7 +183,7 @@ def test_offline_tree_renders_no_clone_no_git_stamp_no_ui_download():
     cmds = llamacpp.build_commands("/src/llama.cpp", "90", jobs=16, offline=True, build_dir="/tmp/lb", generator="Ninja")
     assert len(cmds) == 2 and cmds[0].startswith("GIT_DIR=/nonexistent cmake -S /src/llama.cpp -B /tmp/lb -G Ninja")
     assert "-DCMAKE_CUDA_ARCHITECTURES=90" in cmds[0] and "-DLLAMA_USE_PREBUILT_UI=OFF" in cmds[0]
-    assert cmds[1] == "cmake --build /tmp/lb --config Release --target llama-server llama-bench rpc-server -j 16"
+    assert cmds[1] == "cmake --build /tmp/lb --config Release --target llama-server llama-bench ggml-rpc-server -j 16"
     assert llamacpp.server_binary("/src", "/tmp/lb") == Path("/tmp/lb/bin/llama-server")
     assert llamacpp.cuda_arch_for("NVIDIA H100 80GB HBM3") == "90"
 

@@ -40,7 +40,7 @@ def pair_home(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     _script(bin_dir / "llama-server", "server")
-    _script(bin_dir / "rpc-server", "rpc")
+    _script(bin_dir / "ggml-rpc-server", "rpc")
     host.run(model="embedded")
     placed = place_embedded(tmp_path / "home" / "models")
     records.update_state("model", {**placed.to_dict(), "alias": "tiny-gpt-oss", "engine": "llamacpp"})

@@ -139,11 +139,11 @@ def build_commands(src_dir: str, cuda_arch: str = "121a-real", jobs: int | None 
         extra += f" -DLLAMA_BUILD_NUMBER={int(build_number)}"
     if commit:
         extra += f" -DLLAMA_BUILD_COMMIT={shlex.quote(commit)}"
-    # -DGGML_RPC=ON and rpc-server: the same build serves one box or, with rpc-server on the other box, a pair
+    # -DGGML_RPC=ON and ggml-rpc-server (llama.cpp's rpc-server, tools/rpc): the same build serves one box or, with rpc-server on the other box, a pair
     return [f"{env}cmake -S {src} -B {out}{gen} -DGGML_CUDA=ON -DGGML_RPC=ON -DGGML_NATIVE=ON "
             f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch} -DCMAKE_BUILD_TYPE=Release "
             f"-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF{extra}",
-            f"cmake --build {out} --config Release --target llama-server llama-bench rpc-server -j {jobs or ''}".rstrip()]
+            f"cmake --build {out} --config Release --target llama-server llama-bench ggml-rpc-server -j {jobs or ''}".rstrip()]
 
 
 # ----------------------------------------------------------------------------- the pinned source

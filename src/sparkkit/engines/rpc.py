@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import ServeError
 
 SSH_OPTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+BINARY = "ggml-rpc-server"      # tools/rpc/CMakeLists.txt (b11549): set(TARGET ggml-rpc-server)
 
 
 def ssh_argv(host: str, *argv: str) -> list[str]:
@@ -40,12 +41,13 @@ def endpoints_of(server: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def binary_for(runtime: dict[str, Any]) -> str:
-    """rpc-server beside the head's llama-server (04 builds both; on the peer, 04 built it at the same path)."""
+    """llama.cpp's rpc-server (its binary and CMake target are `ggml-rpc-server`, tools/rpc) beside the head's
+    llama-server: 04 builds both; on the peer, 04 built it at the same path."""
     path = runtime.get("path") or ""
     if not path:
         raise ServeError("a pair needs llama.cpp's own build (llama-server and rpc-server with RPC): the embedded "
                          "engine has no RPC backend — run 04-engine with -p build yes, or -p binary PATH")
-    return str(Path(path).with_name("rpc-server"))
+    return str(Path(path).with_name(BINARY))
 
 
 def argv_for(binary: str, endpoint: str, threads: int | None = None) -> list[str]:
