@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -39,15 +40,16 @@ def per_box_check(plan: dict[str, Any], logged: dict[str, float]) -> list[dict[s
         planned = {r["component"]: r["bytes"] / MIB for r in box["rows"]}
         pairs = [("weights", f"model {dev}"), ("KV full attention", f"kv full {dev}"),
                  ("KV sliding window", f"kv swa {dev}"), ("compute buffer", f"compute {dev}")]
-        if "token embeddings" in planned:
-            pairs += [("token embeddings", "model CPU"), ("compute buffer (host)", "compute CUDA_Host")]
+        if "token embeddings" in planned:      # the input layer: whatever host buffer type this build gives it
+            devices = {f"model {b['device']}" for b in plan.get("boxes") or []}
+            logged = {**logged, "model host": sum(v for k, v in logged.items()
+                                                  if k.startswith("model ") and k not in devices) or None}
+            pairs += [("token embeddings", "model host"), ("compute buffer (host)", "compute CUDA_Host")]
         p_sum = g_sum = 0.0
         for comp, key in pairs:
             if comp not in planned:
                 continue
             got = logged.get(key)
-            if got is None and key == "model CPU":
-                got = logged.get("model CPU_Mapped")
             if got is None:
                 rows.append({"box": box["name"], "component": comp, "planned MiB": round(planned[comp], 2),
                              "logged MiB": None, "delta %": None})
@@ -135,11 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     srv = st["server"]
     R["server_pair"] = {"argv": srv["argv"], "load_seconds": srv.get("load_seconds"), "gpu_mem": gpu_mem_used(),
                         "rpc_servers": srv.get("rpc_servers")}
-    logged = parse_buffers(Path(srv["log"]).read_text(errors="replace"))
-    R["logged_pair"] = logged
-    R["per_box"] = per_box_check(plan["results"], logged)
-    for row in R["per_box"]:
-        run.log(f"  {row}")
     v = run.phase("06-verify (pair)", 200, lambda: run.papermill("06-verify", verify, tag="pair"))
     if v:
         R["verify_pair"] = {"headline": v["headline"], "probes": v["results"].get("probes"),
@@ -155,6 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     alive = [p for p in pids if running(p)]
     R["stop_pair"] = {"said": out.stdout.strip()[-500:], "pids": pids, "still_running": alive}
     run.log(f"stop: {out.stdout.strip()[-300:]}; still running: {alive}")
+    # The same launch again, with llama.cpp's buffer log (-lv 4 through its env variable; not during 06, whose
+    # figures it would slow) and the peer's tensor cache now warm: each box's buffers against 02's plan.
+    os.environ["LLAMA_ARG_LOG_VERBOSITY"] = "4"
+    again = run.phase("05-serve (pair again: -lv 4, the peer's tensor cache warm)", 200, lambda: run.papermill(
+        "05-serve", {"port": a.port}, tag="pair-lv4"))
+    os.environ.pop("LLAMA_ARG_LOG_VERBOSITY", None)
+    if again:
+        srv2 = run.state()["server"]
+        R["server_pair_lv4"] = {"load_seconds": srv2.get("load_seconds"), "argv": srv2["argv"]}
+        logged = parse_buffers(Path(srv2["log"]).read_text(errors="replace"))
+        R["logged_pair"] = logged
+        R["per_box"] = per_box_check(plan["results"], logged)
+        for row in R["per_box"]:
+            run.log(f"  {row}")
+        out = subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
+        run.log(f"stop: {out.stdout.strip()[-300:]}")
     if a.skip_single:
         return _finish(run)
     run.phase("01-preflight (one box)", 30, lambda: run.papermill("01-preflight", {
