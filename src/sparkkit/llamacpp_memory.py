@@ -96,9 +96,12 @@ _TSIZE = {"f32": 4, "f16": 2, "i32": 4, "i64": 8}
 _INPLACE = frozenset({"ADD", "ADD_ID", "MUL", "DIV", "SCALE", "CLAMP", "ROPE", "RMS_NORM", "SOFT_MAX", "UNARY"})
 
 
+_LAYER = [-1]       # the layer _build is creating tensors for (-1: the input stage; n_layer: the output stage)
+
+
 class _T:
     __slots__ = ("op", "typ", "ne", "nb", "src", "view_src", "view_offs", "external", "input", "output",
-                 "nc", "nv", "alloc", "addr", "buf", "seen")
+                 "nc", "nv", "alloc", "addr", "buf", "seen", "layer")
 
     def __init__(self, op: str, ne, typ: str = "f32", src=(), nb=None, view_of: _T | None = None, offs: int = 0):
         self.op, self.typ = op, typ
@@ -117,6 +120,7 @@ class _T:
         self.input = self.output = False
         self.nc = self.nv = 0
         self.alloc, self.addr, self.buf, self.seen = False, 0, 0, False
+        self.layer = _LAYER[0]
 
     def nbytes(self) -> int:
         return _TSIZE.get(self.typ, 2) + sum((self.ne[i] - 1) * self.nb[i] for i in range(4))
@@ -347,6 +351,7 @@ def _rot_size(head_dim: int, kv_type: str) -> tuple[int, int]:
 def _build(s: _Shape, lay: KVLayout, n_tokens: int, n_outputs: int, kv_type: str,
            mixed: bool = True) -> tuple[_Graph, set[int]]:
     g, host = _Graph(), set()
+    _LAYER[0] = -1
     E, H, HKV, D, X, K, F = s.n_embd, s.n_head, s.n_head_kv, s.head_dim, s.n_expert, s.n_expert_used, s.n_ff
     n_stream = lay.n_stream
     tok_embd = _weight(E, s.n_vocab, typ="q8_0")
@@ -396,6 +401,7 @@ def _build(s: _Shape, lay: KVLayout, n_tokens: int, n_outputs: int, kv_type: str
         return _op("MUL", x.ne, x, _weight(n))
 
     for il in range(s.n_layer):
+        _LAYER[0] = il
         is_swa = s.swa and il % 2 == 0                   # gpt-oss: swa pattern 2, even layers
         inpSA = inpL
         cur = norm(inpL, E)
@@ -458,12 +464,14 @@ def _build(s: _Shape, lay: KVLayout, n_tokens: int, n_outputs: int, kv_type: str
         cur = _moe(g, cur, X, K, F, gpt)
         cur = _op("ADD", cur.ne, cur, ffn_inp)
         inpL = cur
+    _LAYER[0] = s.n_layer
     inpL.output = True                                   # t_h_nextn
     cur = norm(inpL, E)
     cur.output = True                                    # t_embd
     cur = mm(E, s.n_vocab, cur)
     cur.output = True                                    # t_logits
     g.expand(cur)
+    _LAYER[0] = -1
     return g, host
 
 
@@ -601,3 +609,88 @@ def _cuda(g: _Graph, host: set[int]) -> tuple[tuple[str, int], ...]:
             n.src[j] = c
     _gallocr(head + prologue + body, g.leafs, [dev, hst])
     return (("CUDA0", dev.max_size), ("CUDA_Host", hst.max_size))
+
+
+# ------------------------------------------------------------------------------------------------
+# Two boxes: llama.cpp's layer split over devices (a pair over RPC), with pipeline parallelism.
+
+SCHED_MAX_COPIES = 4     # GGML_SCHED_MAX_COPIES: the input copies a pipeline-parallel scheduler keeps
+
+
+def compute_buffers_split(arch: Architecture, context: int, slots: int, ubatch: int, kv_type: str, unified: bool,
+                          swa_full: bool, devices: tuple[int, ...], aligns: tuple[int, ...],
+                          pipeline: bool = True, build: str = DEFAULT_BUILD) -> tuple[int, ...]:
+    """The compute buffer of each device and then of the host, for a model split by layers: `devices[il]` is the
+    device of layer il (n_layer + 1 entries, the last the output layer), `aligns` each device's alignment.
+    ggml_backend_sched as b11549 runs it (ggml-backend.cpp): each node runs on its layer's device (a layer's
+    first norm included: assigning it by "expand down" to the previous layer's device gave one 22.5 MiB tensor
+    per copy too many against the H200 pair's log); a split's inputs from another buffer are copied to it once
+    per device; with pipeline parallelism (llama_context: more than one device, every layer offloaded, all
+    devices async) every graph input and every split input is kept in SCHED_MAX_COPIES copies that are
+    allocated first and never reused. Checked against llama-server's log of gpt-oss-120b split 19/18 over RPC
+    on two H200s: RPC0 2727.84, CUDA0 2525.28 and CPU 2313.41 MiB, each to the logged 0.01 MiB (records/pair)."""
+    if arch.arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"no llama.cpp graph for architecture {arch.arch!r} (known: {', '.join(SUPPORTED_ARCHS)})")
+    lay = kv_layout(arch, context, slots, ubatch, unified, swa_full)
+    n_tokens = min(lay.n_ctx, lay.ubatch)
+    n_tokens = -(-n_tokens // slots) * slots
+    g, host = _build(_shape(arch), lay, n_tokens, min(n_tokens, slots), kv_type, build == "b11549")
+    n_dev = len(aligns)
+    copies = SCHED_MAX_COPIES if pipeline and n_dev > 1 else 1
+    H = n_dev
+    allocs = [_DynAlloc(a) for a in aligns] + [_DynAlloc(CPU_ALIGNMENT)]
+    for leaf in g.leafs:
+        leaf.buf = H
+    head = [n for n in g.nodes if id(n) in host]
+    for n in head:
+        n.buf = H
+    body = [n for n in g.nodes if id(n) not in host]
+    for n in body:            # each node on its layer's device; the input stage's on the first layer's
+        n.buf = devices[min(max(n.layer, 0), len(devices) - 1)]
+    made: dict[tuple[int, int], _T] = {}
+    split_inputs: list[_T] = []
+    nodes: list[_T] = list(head)
+    i = 0
+    while i < len(body):                             # one split per run of nodes on the same device
+        j = i
+        while j < len(body) and body[j].buf == body[i].buf:
+            j += 1
+        prologue: list[_T] = []
+        for n in body[i:j]:
+            for k, p in enumerate(n.src):
+                if p is None or p.external or p.buf == n.buf:
+                    continue
+                c = made.get((id(p), n.buf))
+                if c is None:
+                    group = []
+                    for _ in range(copies):
+                        t = _T("NONE", p.ne, p.typ)
+                        t.buf = n.buf
+                        if copies > 1:
+                            t.input = t.output = True
+                        group.append(t)
+                    c = group[0]
+                    made[(id(p), n.buf)] = c
+                    split_inputs += group[1:] if copies > 1 else []
+                    if copies > 1:
+                        split_inputs.insert(len(split_inputs) - (copies - 1), c)
+                    dep = _T("DEP", p.ne, p.typ, (p,))
+                    dep.buf = p.buf
+                    prologue += [dep, c]
+                n.src[k] = c
+        nodes += prologue + body[i:j]
+        i = j
+    leafs = list(g.leafs)
+    if copies > 1:
+        graph_inputs = [x for x in g.leafs if x.input]
+        extra = []
+        for x in graph_inputs:
+            x.output = True
+            extra.append(x)
+            for _ in range(copies - 1):
+                t = _T("NONE", x.ne, x.typ)
+                t.buf, t.input, t.output = H, True, True
+                extra.append(t)
+        leafs = extra + split_inputs + [x for x in g.leafs if not x.input]
+    _gallocr(nodes, leafs, allocs)
+    return tuple(a.max_size for a in allocs)

@@ -367,8 +367,9 @@ def _plan_pair(one: Plan, pair: PairSpec, backend: str) -> Plan:
     """`one` (the single-box plan) split over the pair the way llama.cpp splits it (sparkkit.split): each box
     holds its layers' weights and KV and computes them in a compute buffer of its own; the head alone holds
     the token embeddings, the host-side buffers, the prompt cache and the checkpoints. A CUDA box has its own
-    CUDA runtime. The compute buffer of each box is the single box's: its peak is inside one layer, which
-    every box computes whole (checked against llama.cpp's log on two GPUs: records/pair)."""
+    CUDA runtime. The compute buffers are llama.cpp's graph split over the boxes and replayed, with the input
+    copies pipeline parallelism keeps (llamacpp_memory.compute_buffers_split; to the 0.01 MiB on two H200s,
+    records/pair)."""
     from . import split as sp
     arch, lb = one.arch, pair.layers
     rows = {n: (b, h) for n, b, h in one.rows}
@@ -395,6 +396,22 @@ def _plan_pair(one: Plan, pair: PairSpec, backend: str) -> Plan:
         raise ParameterError("split", ",".join(map(str, split)), f"{n_dev} layer counts (the peer's first) summing to "
                                                                  f"{arch.n_layer + 1}: {arch.n_layer} layers + the output layer")
     where = sp.device_of_layers(arch.n_layer, split)
+    sv = one.serving or Serving("llamacpp", one.context)
+    dev_compute, host_compute, chow = [compute] * n_dev, None, "one box's compute buffer (no graph replay here)"
+    if arch.arch in lcm.SUPPORTED_ARCHS:
+        align = lcm.CUDA_ALIGNMENT if backend == "cuda" else lcm.CPU_ALIGNMENT
+        bufs = lcm.compute_buffers_split(arch, one.context, one.slots, one.ubatch, one.kv_type, sv.kv_unified,
+                                         sv.swa_full, tuple(where), (align,) * n_dev)
+        dev_compute, host_compute = list(bufs[:n_dev]), bufs[n_dev]
+        chow = (f"llama.cpp's graph split over the boxes and replayed, pipeline parallel "
+                f"({lcm.SCHED_MAX_COPIES} copies of every input)")
+    if host_compute is not None:
+        hrow = ("compute buffer (host)", host_compute, "this box's CPU: the graph inputs (attention masks), "
+                f"{lcm.SCHED_MAX_COPIES} copies of each, and the token embeddings")
+        if any(n == hrow[0] for n, _, _ in head_only):
+            head_only = [hrow if n == hrow[0] else (n, b, h) for n, b, h in head_only]
+        elif not any(n == hrow[0] for n, _, _ in one.aside):
+            head_only = [hrow] + head_only
     boxes = []
     for d in range(n_dev):
         mine = tuple(il for il in range(arch.n_layer) if where[il] == d)
@@ -412,7 +429,7 @@ def _plan_pair(one: Plan, pair: PairSpec, backend: str) -> Plan:
         r.append(("KV full attention", int(per_full * nf), f"{nf} of the plan's full-attention layers"))
         if n_swa:
             r.append(("KV sliding window", int(per_swa * ns), f"{ns} of the plan's sliding-window layers"))
-        r.append(("compute buffer", compute, f"{device}: one box's compute buffer (the peak is inside a layer)"))
+        r.append(("compute buffer", dev_compute[d], f"{device}: {chow}"))
         if head:
             r += head_only
         if runtime:
@@ -421,7 +438,10 @@ def _plan_pair(one: Plan, pair: PairSpec, backend: str) -> Plan:
     total_rows = tuple((f"{n} · {b.name}", x, h) for b in boxes for n, x, h in b.rows)
     notes = one.notes + (f"split over {n_dev} devices with -ts {','.join(map(str, split))}: layers per device, "
                          "the peer's first (llama.cpp puts RPC devices first)",)
-    return replace(one, rows=total_rows, usable_bytes=sum(room), boxes=tuple(boxes), notes=notes,
+    aside = one.aside
+    if host_compute is not None and any(n == "compute buffer (host)" for n, _, _ in aside):
+        aside = tuple((n, host_compute if n == "compute buffer (host)" else b, h) for n, b, h in aside)
+    return replace(one, rows=total_rows, usable_bytes=sum(room), boxes=tuple(boxes), notes=notes, aside=aside,
                    serving=replace(one.serving or Serving("llamacpp", one.context), split=tuple(split)))
 
 

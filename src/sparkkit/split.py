@@ -32,7 +32,7 @@ class LayerBytes:
 
 def layer_bytes(arch: Architecture, path: str | Path | None = None) -> LayerBytes:
     """From the GGUF's tensor infos when `path` is a placed file, else estimated: the repeating layers share
-    the weights not in the embedding table and the output head, both taken at the file's bytes per parameter."""
+    the weights not in the embedding table and the output head."""
     if path and Path(path).is_file():
         from .model import _SPLIT, _shards, read_gguf_header
         first = Path(path)
@@ -51,12 +51,13 @@ def layer_bytes(arch: Architecture, path: str | Path | None = None) -> LayerByte
                     out += nbytes
         return LayerBytes(inp, tuple(per), out, True, f"tensor infos of {first.name}")
     per_param = arch.weights_bytes / max(arch.params_total, 1.0)
-    table = int(arch.n_vocab * arch.n_embd * per_param)
+    # released quants keep the embedding table and the output head at 8 bits or more (ggml-org's gpt-oss: Q8_0)
+    table = int(arch.n_vocab * arch.n_embd * max(per_param, 34 / 32))
     block = (arch.weights_bytes - 2 * table) // arch.n_layer
     rest = arch.weights_bytes - 2 * table - block * arch.n_layer
     return LayerBytes(table, (block,) * arch.n_layer, table + rest, False,
-                      f"estimated from {arch.source or 'the catalogue'}: equal layers, embedding table and output "
-                      f"head at {per_param:.3f} bytes per parameter")
+                      f"estimated from {arch.source or 'the catalogue'}: equal layers, the embedding table and the output "
+                      f"head at Q8_0's 1.0625 bytes per parameter (or the file's {per_param:.3f} if more)")
 
 
 def device_of_layers(n_layer: int, split: tuple[int, ...]) -> list[int]:

@@ -152,10 +152,40 @@ def main(argv: list[str] | None = None) -> int:
     alive = [p for p in pids if running(p)]
     R["stop_pair"] = {"said": out.stdout.strip()[-500:], "pids": pids, "still_running": alive}
     run.log(f"stop: {out.stdout.strip()[-300:]}; still running: {alive}")
-    # The same launch again, with llama.cpp's buffer log (-lv 4 through its env variable; not during 06, whose
-    # figures it would slow) and the peer's tensor cache now warm: each box's buffers against 02's plan.
+    if a.skip_single:
+        return _finish(run)
+    run.phase("01-preflight (one box)", 20, lambda: run.papermill("01-preflight", {
+        "model": a.model, "model_dir": a.model_dir}, tag="single"))
+    if run.state().get("pair"):
+        records.update_state("pair", None)
+        run.log("01 without a peer left the pair section: cleared")
+    one = run.phase("02-plan (one GPU)", 30, lambda: run.papermill("02-plan", {"context": a.context, "slots": a.slots},
+                                                                   tag="single"))
+    if one:
+        R["plan_single"] = {k: one["results"].get(k) for k in ("verdict", "total_bytes", "usable_bytes", "serving")}
+    s1 = run.phase("05-serve (one GPU)", 60, lambda: run.papermill("05-serve", {"port": a.port}, tag="single"))
+    if s1:
+        st = run.state()
+        R["server_single"] = {"argv": st["server"]["argv"], "load_seconds": st["server"].get("load_seconds"),
+                              "gpu_mem": gpu_mem_used()}
+        v1 = run.phase("06-verify (one GPU)", 45, lambda: run.papermill("06-verify", verify, tag="single"))
+        if v1:
+            R["verify_single"] = {"headline": v1["headline"], "probes": v1["results"].get("probes"),
+                                  "medians": medians_by_test(v1["results"]["bench"])}
+        subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
+    if R.get("verify_pair") and R.get("verify_single"):
+        p, s = R["verify_pair"]["medians"], R["verify_single"]["medians"]
+        R["pair_vs_single"] = {k: {"pair": p[k], "single": s.get(k), "ratio": round(p[k] / s[k], 3) if s.get(k) else None}
+                               for k in p}
+        run.log(f"pair vs one GPU: {json.dumps(R['pair_vs_single'])}")
+    # The pair launched again with llama.cpp's buffer log (-lv 4 through its env variable; not during 06, whose
+    # figures it could slow): each box's buffers against 02's per-box plan.
+    run.phase("01-preflight (pair again)", 20, lambda: run.papermill("01-preflight", {
+        "model": a.model, "model_dir": a.model_dir, "peer": a.peer}, tag="pair-lv4"))
+    run.phase("02-plan (pair again)", 30, lambda: run.papermill("02-plan", {"context": a.context, "slots": a.slots},
+                                                                  tag="pair-lv4"))
     os.environ["LLAMA_ARG_LOG_VERBOSITY"] = "4"
-    again = run.phase("05-serve (pair again: -lv 4, the peer's tensor cache warm)", 200, lambda: run.papermill(
+    again = run.phase("05-serve (pair again, at -lv 4)", 160, lambda: run.papermill(
         "05-serve", {"port": a.port}, tag="pair-lv4"))
     os.environ.pop("LLAMA_ARG_LOG_VERBOSITY", None)
     if again:
@@ -168,32 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             run.log(f"  {row}")
         out = subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
         run.log(f"stop: {out.stdout.strip()[-300:]}")
-    if a.skip_single:
-        return _finish(run)
-    run.phase("01-preflight (one box)", 30, lambda: run.papermill("01-preflight", {
-        "model": a.model, "model_dir": a.model_dir}, tag="single"))
-    if run.state().get("pair"):
-        records.update_state("pair", None)
-        run.log("01 without a peer left the pair section: cleared")
-    one = run.phase("02-plan (one GPU)", 60, lambda: run.papermill("02-plan", {"context": a.context, "slots": a.slots},
-                                                                   tag="single"))
-    if one:
-        R["plan_single"] = {k: one["results"].get(k) for k in ("verdict", "total_bytes", "usable_bytes", "serving")}
-    s1 = run.phase("05-serve (one GPU)", 200, lambda: run.papermill("05-serve", {"port": a.port}, tag="single"))
-    if s1:
-        st = run.state()
-        R["server_single"] = {"argv": st["server"]["argv"], "load_seconds": st["server"].get("load_seconds"),
-                              "gpu_mem": gpu_mem_used()}
-        v1 = run.phase("06-verify (one GPU)", 150, lambda: run.papermill("06-verify", verify, tag="single"))
-        if v1:
-            R["verify_single"] = {"headline": v1["headline"], "probes": v1["results"].get("probes"),
-                                  "medians": medians_by_test(v1["results"]["bench"])}
-        subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
-    if R.get("verify_pair") and R.get("verify_single"):
-        p, s = R["verify_pair"]["medians"], R["verify_single"]["medians"]
-        R["pair_vs_single"] = {k: {"pair": p[k], "single": s.get(k), "ratio": round(p[k] / s[k], 3) if s.get(k) else None}
-                               for k in p}
-        run.log(f"pair vs one GPU: {json.dumps(R['pair_vs_single'])}")
     return _finish(run)
 
 

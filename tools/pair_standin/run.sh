@@ -13,8 +13,9 @@ export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 if ls .lbbin/lb-bin.tar.xz.* >/dev/null 2>&1; then
   cat .lbbin/lb-bin.tar.xz.* | xz -d | tar x -C / && echo "unpacked the carried build: $(ls /tmp/lb/bin | wc -l) files"
 fi
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+WHL=${WHL:-.whl}   # a slimmer wheel folder when the carry is tight (WHL=.whlslim: no jedi, debugpy, widgetsnbextension)
+if ls "$WHL"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl \
     > "$RES/pip.log" 2>&1 || { echo "wheel install failed"; tail -20 "$RES/pip.log"; }
 fi
 export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}

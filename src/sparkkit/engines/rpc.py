@@ -52,10 +52,10 @@ def binary_for(runtime: dict[str, Any]) -> str:
 
 def argv_for(binary: str, endpoint: str, threads: int | None = None) -> list[str]:
     host, port = endpoint.rsplit(":", 1)
-    # -c: the peer keeps the tensors it received in its own cache (~/.cache/llama.cpp/rpc, its share of the
-    # weights on its disk), so the next load reads them there instead of over the link: on the H200 pair the
-    # first load took 137 s against 14 s for one GPU (records/pair)
-    a = [binary, "-H", host, "-p", port, "-c"]
+    # no -c (rpc-server's tensor cache): on the H200 pair a load with the cache warm took 139 s, one without
+    # it 137 s, and the first load that fills it 172 s and ~31 GB of the peer's disk (records/pair). The model
+    # file lives on this box only; the peer's share crosses the link as it loads.
+    a = [binary, "-H", host, "-p", port]
     if threads:
         a += ["-t", str(threads)]
     return a
