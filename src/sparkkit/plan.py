@@ -417,7 +417,8 @@ def _plan_pair(one: Plan, pair: PairSpec, backend: str) -> Plan:
         mine = tuple(il for il in range(arch.n_layer) if where[il] == d)
         out = where[arch.n_layer] == d
         head = d == n_dev - 1
-        device = f"RPC{d}[{pair.rpc[d]}]" if d < len(pair.rpc) else "CUDA0"
+        # how llama.cpp names the box's buffers: each rpc-server's first device is RPC0[endpoint]
+        device = f"RPC0[{pair.rpc[d]}]" if d < len(pair.rpc) else "CUDA0"
         w = sum(lb.layers[il] for il in mine) + (lb.output if out else 0)
         r: list[tuple[str, int, str]] = [
             ("weights", w, f"layers {mine[0] if mine else '-'}–{mine[-1] if mine else '-'}"
