@@ -588,15 +588,26 @@ def forecast(arch: Architecture, depths: list[int], kv_type: str = "f16", bandwi
     return WholeTable(rows)
 
 
-# A pair's link, per decoded token: llama.cpp's layer split sends the hidden state across once per device
-# boundary (n_embd f32 values per token) and makes one RPC round trip per remote device and graph.
-LINK_ROUND_TRIP_S = 50e-6   # assumed for a direct 200G link (TCP); the loopback figure is measured in records/pair
+# A pair costs time twice: llama.cpp's RPC path itself (serializing each graph, one round trip per remote
+# device, pipeline hand-offs), measured on two H200s over loopback TCP where no wire is in the way
+# (records/pair: gpt-oss-120b decode 148.4 tok/s split against 178.1 on one GPU, prefill 4,820 against 7,211),
+# and the wire: the hidden state crosses once per device boundary (n_embd f32 values a token) plus its round trip.
+RPC_DECODE_STEP_S = 1.12e-3     # per decoded token: 1/148.4 − 1/178.1 s
+RPC_PREFILL_BATCH_S = 0.141     # per 2048-token prompt batch: 2048/4820 − 2048/7211 s
+LINK_ROUND_TRIP_S = 50e-6       # assumed for a direct 200G link (TCP): not measured here (no two Sparks)
 
 
 def link_cost_per_token(arch: Architecture, link_mbps: int | None, devices: int = 2) -> float:
-    """Seconds the pair's link adds to one decoded token (layer split: the boxes compute one after the other)."""
+    """Seconds a pair adds to one decoded token (layer split: the boxes compute one after the other)."""
     rate = (link_mbps or 200_000) * 1e6 / 8
-    return (devices - 1) * (arch.n_embd * 4 / rate + LINK_ROUND_TRIP_S)
+    return (devices - 1) * (RPC_DECODE_STEP_S + arch.n_embd * 4 / rate + LINK_ROUND_TRIP_S)
+
+
+def link_cost_per_batch(arch: Architecture, link_mbps: int | None, ubatch: int = 2048, devices: int = 2) -> float:
+    """Seconds a pair adds to one prompt batch of `ubatch` tokens."""
+    rate = (link_mbps or 200_000) * 1e6 / 8
+    return (devices - 1) * (RPC_PREFILL_BATCH_S * ubatch / 2048 + arch.n_embd * 4 * ubatch / rate
+                            + LINK_ROUND_TRIP_S)
 
 
 def most_slots(arch: Architecture, context: int, kv_type: str, ubatch: int, usable_bytes: int, **kw) -> int:
@@ -624,8 +635,10 @@ def pair_gain(arch: Architecture, slots: int, kv_type: str, ubatch: int, usable_
     two_kw = {**kw, "pair": pair}
     one = plan_memory(arch, min(full, 32768), 1, kv_type, ubatch, usable_bytes, **one_kw)
     two = plan_memory(arch, min(full, 32768), 1, kv_type, ubatch, usable_bytes, **two_kw)
-    fc = forecast(arch, [0], kv_type).iloc[0]["decode forecast (tok/s)"]
+    row0 = forecast(arch, [0], kv_type).iloc[0]
+    fc, pf = row0["decode forecast (tok/s)"], row0["prefill forecast (tok/s)"]
     cost = link_cost_per_token(arch, link_mbps)
+    batch = link_cost_per_batch(arch, link_mbps, ubatch)
     rows = [
         {"": "fits (32k context, 1 slot)", "one box": one.verdict, "two boxes": two.verdict},
         {"": "most weights on one box (GiB)", "one box": round(arch.weights_bytes / GIB, 1),
@@ -640,7 +653,9 @@ def pair_gain(arch: Architecture, slots: int, kv_type: str, ubatch: int, usable_
     if forecast_means_something(arch):
         rows.append({"": "decode forecast at depth 0 (tok/s)", "one box": fc,
                      "two boxes": round(1 / (1 / fc + cost), 1)})
-    rows.append({"": "link cost per decoded token (µs)", "one box": 0,
+        rows.append({"": f"prefill forecast at depth 0 (tok/s, {ubatch}-token batches)", "one box": pf,
+                     "two boxes": round(ubatch / (ubatch / pf + batch), 0)})
+    rows.append({"": "the pair's cost per decoded token (µs): RPC + link", "one box": 0,
                  "two boxes": round(cost * 1e6, 1)})
     return WholeTable(rows)
 

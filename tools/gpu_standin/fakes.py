@@ -121,7 +121,7 @@ def bench(argv: list[str]) -> int:
 
 def rpc(argv: list[str]) -> int:
     """rpc-server's command line (-H, -p, -c, -t, -d): listens, prints its banner in the shape b11549 prints it
-    (records/pair/rpc-server-cpu.log), holds each connection until the client leaves, exits 0 on SIGTERM."""
+    (records/pair/cpu-tiny-b11549/logs), holds each connection until the client leaves, exits 0 on SIGTERM."""
     import socket
     opts: dict[str, str] = {}
     i = 0
@@ -144,7 +144,7 @@ def rpc(argv: list[str]) -> int:
         print(f"Failed to create server socket: {e}", file=sys.stderr)
         return 1
     srv.listen(4)
-    print("Starting RPC server v3.6.1\n"
+    print("Starting RPC server v8.0.0\n"          # records/pair/cpu-tiny-b11549/logs/rpc-server-*.log
           f"  endpoint       : {host}:{port}\n"
           f"  local cache    : {'~/.cache/llama.cpp/rpc/' if '-c' in opts else 'n/a'}\n"
           "Devices:\n  CPU: stand-in CPU (fakes.py)", flush=True)

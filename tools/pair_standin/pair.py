@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--skip-single", action="store_true")
+    ap.add_argument("--only-single", action="store_true", help="only the one-GPU half (01 without a peer, 03, 04, "
+                    "02, 05, 06 on GPU 0)")
     a = ap.parse_args(argv)
     run = Run(Path(a.res), a.budget)
     R = run.results
@@ -92,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     verify = {"pp_tokens": a.pp, "tg_tokens": a.tg, "depths": depths, "repeats": a.repeats}
     from sparkkit import records
 
+    if a.only_single:
+        a.peer = ""
     run.phase("01-preflight (pair)", 30, lambda: run.papermill("01-preflight", {
         "model": a.model, "model_dir": a.model_dir, "peer": a.peer}))
-    if not run.state().get("pair") and a.peer.startswith("loopback"):
+    if not run.state().get("pair") and a.peer.startswith("loopback") and not a.only_single:
         # an 01 without the peer parameter: the section it would write for loopback:N, so 02–05 can go on
         gpu = int(a.peer.split(":")[1]) if ":" in a.peer else None
         records.update_state("pair", {"peer": a.peer, "transport": "loopback", "host": "", "head_addr": "127.0.0.1",
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if "record" not in engine or not plan:
         run.log("no engine or no plan: stopping here")
         return _finish(run)
+    if a.only_single:
+        return _single(run, a, verify)
     R["plan_pair"] = {k: plan["results"].get(k) for k in ("verdict", "total_bytes", "usable_bytes", "serving", "boxes")}
     served = run.phase("05-serve (pair)", 240, lambda: run.papermill("05-serve", {"port": a.port}))
     if served is None:
@@ -154,25 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     run.log(f"stop: {out.stdout.strip()[-300:]}; still running: {alive}")
     if a.skip_single:
         return _finish(run)
-    run.phase("01-preflight (one box)", 20, lambda: run.papermill("01-preflight", {
-        "model": a.model, "model_dir": a.model_dir}, tag="single"))
-    if run.state().get("pair"):
-        records.update_state("pair", None)
-        run.log("01 without a peer left the pair section: cleared")
-    one = run.phase("02-plan (one GPU)", 30, lambda: run.papermill("02-plan", {"context": a.context, "slots": a.slots},
-                                                                   tag="single"))
-    if one:
-        R["plan_single"] = {k: one["results"].get(k) for k in ("verdict", "total_bytes", "usable_bytes", "serving")}
-    s1 = run.phase("05-serve (one GPU)", 60, lambda: run.papermill("05-serve", {"port": a.port}, tag="single"))
-    if s1:
-        st = run.state()
-        R["server_single"] = {"argv": st["server"]["argv"], "load_seconds": st["server"].get("load_seconds"),
-                              "gpu_mem": gpu_mem_used()}
-        v1 = run.phase("06-verify (one GPU)", 45, lambda: run.papermill("06-verify", verify, tag="single"))
-        if v1:
-            R["verify_single"] = {"headline": v1["headline"], "probes": v1["results"].get("probes"),
-                                  "medians": medians_by_test(v1["results"]["bench"])}
-        subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
+    _single(run, a, verify)
     if R.get("verify_pair") and R.get("verify_single"):
         p, s = R["verify_pair"]["medians"], R["verify_single"]["medians"]
         R["pair_vs_single"] = {k: {"pair": p[k], "single": s.get(k), "ratio": round(p[k] / s[k], 3) if s.get(k) else None}
@@ -199,6 +187,34 @@ def main(argv: list[str] | None = None) -> int:
         out = subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
         run.log(f"stop: {out.stdout.strip()[-300:]}")
     return _finish(run)
+
+
+def _single(run: Run, a: argparse.Namespace, verify: dict[str, Any]) -> int:
+    """The same model on one GPU (GPU 0 only: llama.cpp would otherwise split it over both local GPUs)."""
+    from sparkkit import records
+    R = run.results
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+    run.phase("01-preflight (one box)", 20, lambda: run.papermill("01-preflight", {
+        "model": a.model, "model_dir": a.model_dir}, tag="single"))
+    if run.state().get("pair"):
+        records.update_state("pair", None)
+        run.log("01 without a peer left the pair section: cleared")
+    one = run.phase("02-plan (one GPU)", 30, lambda: run.papermill("02-plan", {"context": a.context, "slots": a.slots},
+                                                                   tag="single"))
+    if one:
+        R["plan_single"] = {k: one["results"].get(k) for k in ("verdict", "total_bytes", "usable_bytes", "serving")}
+    s1 = run.phase("05-serve (one GPU)", 60, lambda: run.papermill("05-serve", {"port": a.port}, tag="single"))
+    if s1:
+        st = run.state()
+        R["server_single"] = {"argv": st["server"]["argv"], "load_seconds": st["server"].get("load_seconds"),
+                              "gpu_mem": gpu_mem_used()}
+        v1 = run.phase("06-verify (one GPU)", 45, lambda: run.papermill("06-verify", verify, tag="single"))
+        if v1:
+            R["verify_single"] = {"headline": v1["headline"], "probes": v1["results"].get("probes"),
+                                  "medians": medians_by_test(v1["results"]["bench"])}
+        subprocess.run([sys.executable, "-m", "sparkkit", "stop"], capture_output=True, text=True, timeout=120)
+    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    return _finish(run) if a.only_single else 0
 
 
 if __name__ == "__main__":
