@@ -40,6 +40,32 @@ class Replay:
         self.context_length = context_length
         self.lock = threading.Lock()
         self._mem_state = {"models": {}, "loaded": {}}
+        self.cluster = None            # (key, nodes, net.json, log file): a two-node head
+        self.joined = False
+
+    def cluster_ready(self) -> bool:
+        """A two-node head serves once the other nodes registered under its key in net.json are alive; then
+        its log gets the recorded "joined" start-up (once)."""
+        if not self.cluster or self.joined:
+            return True
+        key, nodes, net, log = self.cluster
+        workers = rc.read_json(pathlib.Path(net), {}).get(key) or {}
+        if 1 + sum(1 for pid in workers.values() if rc.pid_alive(pid)) < nodes:
+            return False
+        with self.lock:
+            if not self.joined:
+                port = self.port
+                lines = self.rec["logs"]["pair_joined"]["lines"] + [
+                    ln for ln in self.rec["logs"]["startup"]["lines"] if "TP0] Init torch distributed" not in ln
+                    and "server_args=" not in ln and "chat template" not in ln]
+                with open(log, "a") as f:
+                    for ln in lines:
+                        addr = key.split(":", 1)[1]
+                        ln = ln.replace("{head}", addr).replace("{dist}", addr)
+                        ln = ln.replace(":30000", f":{port}").replace(":8000", f":{port}")
+                        f.write(ln.replace("openai/gpt-oss-120b", self.model_name(None)) + "\n")
+                self.joined = True
+        return True
 
     # ---------------------------------------------------------------- ollama state
     def _ostate_path(self):
@@ -178,6 +204,8 @@ class Handler(BaseHTTPRequestHandler):
     def route(self, method):
         path = self.path.split("?", 1)[0]
         body = self._body() if method in ("POST", "DELETE") else {}
+        if not self.R.cluster_ready():     # ours: the engine is still waiting for the other node
+            return self.send(503, {"detail": "replay: waiting for the other node to join"})
         try:
             getattr(self, "r_" + self.R.engine)(method, path, body)
         except BrokenPipeError:
@@ -458,11 +486,18 @@ def main(argv=None):
     ap.add_argument("--fault", action="append", default=[])
     ap.add_argument("--served-model-name")
     ap.add_argument("--context-length", type=int)
+    ap.add_argument("--cluster", help="a two-node head: the key its worker registers under in --net")
+    ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--net", help="the shared net.json of two-node launches")
+    ap.add_argument("--log", help="the container log the joined start-up is appended to")
     a = ap.parse_args(argv)
     port = a.port or DEFAULT_PORTS[a.engine]
     state = rc.state_dir(a.state, required=False)
     faults = set(f for f in a.fault if f) | set(x for x in rc.fault().split(",") if x)
     Handler.R = Replay(a.engine, state, faults, a.served_model_name, a.context_length)
+    Handler.R.port = port
+    if a.cluster:
+        Handler.R.cluster = (a.cluster, a.nodes, a.net, a.log)
     try:
         srv = ThreadingHTTPServer((a.host, port), Handler)
     except OSError as e:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -257,10 +258,14 @@ def diagnose(tail: str, state: dict[str, Any] | None = None) -> str:
     return "read the log tail above"
 
 
-def _wait_ready(eng: ModuleType, cid: str, base_url: str, timeout: float, out=print) -> float:
+def _wait_ready(eng: ModuleType, cid: str, base_url: str, timeout: float, out=print, also=None,
+                model_name: str = "", key: str = "") -> float:
+    """Until the container answers its health path (and, with `model_name`, lists that model); `also()`:
+    one sentence when something else the launch needs (a pair's worker) has gone, else None."""
     t0 = time.monotonic()
-    last_note = t0
-    with httpx.Client(base_url=base_url, timeout=5.0) as client:
+    last_note = last_also = t0
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=base_url, timeout=5.0, headers=headers) as client:
         while True:
             c = inspect(cid)
             if not c or not c.get("State", {}).get("Running"):
@@ -268,8 +273,13 @@ def _wait_ready(eng: ModuleType, cid: str, base_url: str, timeout: float, out=pr
                 state = (c or {}).get("State", {})
                 raise ServeError(f"the {eng.SPEC.label} container exited (code {state.get('ExitCode', '?')}) before "
                                  f"it was ready: {diagnose(tail, state)}. Last lines of docker logs {cid[:12]}:\n{tail}")
+            if also and time.monotonic() - last_also > 2:
+                gone = also()
+                if gone:
+                    raise ServeError(gone)
+                last_also = time.monotonic()
             try:
-                if client.get(eng.SPEC.health).status_code == 200:
+                if client.get(eng.SPEC.health).status_code == 200 and (not model_name or _lists(client, model_name)):
                     return time.monotonic() - t0
             except httpx.TransportError:
                 pass
@@ -284,6 +294,15 @@ def _wait_ready(eng: ModuleType, cid: str, base_url: str, timeout: float, out=pr
             time.sleep(0.5)
 
 
+def _lists(client: httpx.Client, model_name: str) -> bool:
+    """Does the server's /v1/models report `model_name`?"""
+    try:
+        r = client.get("/v1/models")
+        return r.status_code == 200 and any(m.get("id") == model_name for m in r.json().get("data") or [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
 def _remove(cid: str) -> None:
     docker("rm", "-f", cid, timeout=120)
 
@@ -295,6 +314,9 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
     port is stopped (not removed) first and started again if the new one fails."""
     from .. import records, serve
     state = records.load_state()
+    pair = pair_of(state)
+    if pair:
+        return launch_pair(eng, serving, model, host, port, key_file, pair, timeout, out)
     engine_state = records.section(state, "engine", "image")
     ref = engine_state["image"]["pinned_ref"]
     if image_present(ref) is None:
@@ -336,15 +358,7 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
         if cid:
             log.write_text(log_tail(cid, 200) + "\n", encoding="utf-8")
             _remove(cid)
-        if previous and same_port:
-            docker("start", previous["container"], timeout=120)
-            back = (f"The previous sparkkit container {previous['name']} was started again."
-                    if serve.healthy(previous["base_url"], eng.SPEC.health, timeout=30) or is_running(previous)
-                    else f"The previous container {previous['name']} could not be started again: docker start it.")
-            raise ServeError(f"{e}\n{back}") from None
-        if previous:
-            raise ServeError(f"{e}\nThe running sparkkit server ({previous['base_url']}) was left running.") from None
-        raise
+        _restore(eng, previous, same_port, e)
     server = {"engine": eng.SPEC.name, "kind": "container", "container": cid, "name": name, "digest": digest,
               "image": ref, "pid": 0, "port": port, "base_url": base_url, "argv": argv, "log": str(log),
               "served_model": eng.served_name(model), "launch": {**serving.to_dict(), "host": host, "port": port,
@@ -361,6 +375,26 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
     return serve.Started(0, base_url, load, argv, log, replaced, engine=eng.SPEC.name, container=cid)
 
 
+def _restore(eng: ModuleType, previous: dict[str, Any] | None, same_port: bool, e: ServeError) -> None:
+    """After a failed start: the previous sparkkit server stopped for it is started again (each of its
+    containers), one left running is said to be; raises `e` with that said."""
+    from .. import serve
+    if previous and same_port:
+        docker("start", previous["container"], timeout=120)
+        if previous.get("pair"):                 # a pair's worker first joins again
+            try:
+                peer_docker(previous["pair"], "start", previous["pair"]["worker"]["container"], timeout=120)
+            except ServeError:
+                pass
+        back = (f"The previous sparkkit container {previous['name']} was started again."
+                if serve.healthy(previous["base_url"], eng.SPEC.health, timeout=30) or is_running(previous)
+                else f"The previous container {previous['name']} could not be started again: docker start it.")
+        raise ServeError(f"{e}\n{back}") from None
+    if previous:
+        raise ServeError(f"{e}\nThe running sparkkit server ({previous['base_url']}) was left running.") from None
+    raise e
+
+
 def stop(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> bool:
     """Stop (and, with `remove`, remove) the container sparkkit started — only while its id and label
     match; its log is kept beside the other server logs."""
@@ -375,11 +409,18 @@ def stop(server: dict[str, Any], timeout: float = 15.0, remove: bool = True) -> 
         docker("stop", "-t", str(int(timeout)), cid, timeout=timeout + 60)
     if remove:
         docker("rm", cid, timeout=120)
+    if server.get("pair"):
+        _stop_worker(server, timeout, remove)
     return False
 
 
 def command(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port: int) -> list[str]:
     ref = pinned_ref(eng.IMAGE)
+    pair = _state_pair()
+    if pair:      # exactly the image 05 runs: the one 04 recorded (a moving tag resolved to what it pulled)
+        from .. import records
+        image = (records.load_state().get("engine") or {}).get("image") or {}
+        return pair_command(eng, serving, model, host, port, image.get("pinned_ref") or ref, pair)
     args = docker_argv(eng, serving, model, host, port, None, ref)
     return ["docker", *args[:1], "--name", f"sparkkit-{eng.SPEC.name}", *args[1:]]
 
@@ -410,3 +451,312 @@ def protocol(eng: ModuleType) -> tuple:
         return command(eng, serving, model, host, port)
 
     return place, prepare_, launch_, is_running, stop, command_
+
+
+# ----------------------------------------------------------------------------- two Sparks: one launch on both
+# The state's "pair" (01) names the peer and the link; 05 then starts the engine's worker container on the peer
+# (through ssh) and the head container here, as NVIDIA's two-Spark recipe does by hand, and serves only from the
+# head. Both sides use the host network (NCCL, Gloo and Ray talk over the link addresses); the API still binds
+# where check_bind allows (127.0.0.1 unless the owner asked for the LAN). Transport "loopback" runs both
+# sides on this box: the stand-in the tests use.
+SSH_OPTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
+PAIR_KEYS = ("head_addr", "peer_addr", "iface", "peer_iface")
+
+
+def _ssh_argv(host: str, *argv: str) -> list[str]:
+    """`ssh … HOST 'argv'`: the remote shell splits the command again, so it is quoted once here.
+    (To be replaced by sparkkit.pair.ssh_argv, same signature.)"""
+    return ["ssh", *SSH_OPTS, host, shlex.join(argv)]
+
+
+def pair_of(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The state's "pair" when 05 can launch on it; None when there is none (one Spark, as before)."""
+    pair = state.get("pair")
+    if not pair:
+        return None
+    transport = pair.get("transport")
+    if transport == "snapshot":
+        raise ServeError(f"the pair in the state is a recorded snapshot ({pair.get('peer')}), not a live Spark, so 05 "
+                         "cannot start a worker there: re-run 01-preflight with -p peer user@host")
+    if transport not in ("ssh", "loopback"):
+        raise ServeError(f"the state's pair has transport {transport!r}, which 05 cannot launch on: re-run "
+                         "01-preflight with -p peer user@host")
+    missing = [k for k in PAIR_KEYS if not pair.get(k)] + (["host"] if transport == "ssh" and not pair.get("host")
+                                                           else [])
+    if missing:
+        raise ServeError(f"the state's pair lacks {', '.join(missing)} (the link 01 measures): re-run 01-preflight "
+                         f"with -p peer {pair.get('peer') or 'user@host'}")
+    return pair
+
+
+def _state_pair() -> dict[str, Any] | None:
+    from .. import records
+    try:
+        state = records.load_state()
+    except SparkkitError:
+        return None
+    return pair_of(state)
+
+
+def peer_name(pair: dict[str, Any]) -> str:
+    return pair["host"] if pair["transport"] == "ssh" else "(loopback: this box)"
+
+
+def peer_argv(pair: dict[str, Any], *argv: str) -> list[str]:
+    """`argv` as run on the peer: through ssh, or as is for the loopback stand-in."""
+    return list(argv) if pair["transport"] == "loopback" else _ssh_argv(pair["host"], *argv)
+
+
+def peer_run(pair: dict[str, Any], *argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run `argv` on the peer; one sentence with the fix when the peer cannot be reached."""
+    full = peer_argv(pair, *argv)
+    try:
+        done = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise ServeError(f"{full[0]} is not installed: " + ("sudo apt install openssh-client" if full[0] == "ssh"
+                                                             else INSTALL_DOCKER)) from None
+    except subprocess.TimeoutExpired:
+        raise ServeError(f"the peer {peer_name(pair)} did not answer `{' '.join(argv[:2])}` in {timeout:.0f} s: check "
+                         "the link, then re-run 05") from None
+    if pair["transport"] == "ssh" and done.returncode == 255:       # ssh's own failure, not the command's
+        raise ServeError(f"the peer {pair['host']} is unreachable over ssh ({_first_error(done)}): check the link and "
+                         f"that `ssh {pair['host']}` logs in without a password (01-preflight -p peer sets that up), "
+                         "then re-run 05")
+    return done
+
+
+def peer_docker(pair: dict[str, Any], *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return peer_run(pair, "docker", *args, timeout=timeout)
+
+
+def check_peer(pair: dict[str, Any], ref: str, image_id: str, weights: Path) -> None:
+    """Before anything starts: the peer answers, holds the very image the head runs, and the same weights
+    at the same path (vLLM and SGLang load them on every node)."""
+    name = peer_name(pair)
+    peer_run(pair, "true", timeout=30)
+    done = peer_docker(pair, "image", "inspect", "--format", "{{.Id}}", ref, timeout=60)
+    if done.returncode != 0:
+        if "no such image" in (done.stderr + done.stdout).lower():
+            raise ServeError(f"the pinned image {ref} is not on the peer {name}: pull it there "
+                             f"({shlex.join(peer_argv(pair, 'docker', 'pull', ref))}), then re-run 05")
+        raise ServeError(f"docker on the peer {name} failed ({_first_error(done)}): make Docker with the NVIDIA "
+                         "runtime ready there as 04-engine does here, then re-run 05")
+    lines = done.stdout.strip().splitlines()
+    peer_id = lines[-1].strip() if lines else ""
+    if image_id and peer_id != image_id:
+        raise ServeError(f"the peer {name} holds another build of {ref} (image {peer_id[:19]}, here {image_id[:19]}): "
+                         f"docker pull {ref} on both Sparks so they run the same one, then re-run 05")
+    files = [weights / "config.json", *sorted(weights.glob("*.safetensors"))]
+    here = {f"{f.stat().st_size} {f.name}" for f in files}
+    listing = peer_run(pair, "sh", "-c", f"cd {shlex.quote(str(weights))} && stat -c '%s %n' config.json "
+                                         "*.safetensors", timeout=60)
+    there = {ln.strip() for ln in listing.stdout.splitlines() if ln.strip()}
+    lacking = sorted(here - there)
+    if lacking:
+        what = ("nothing is there" if not there else
+                f"{len(lacking)} of {len(here)} files missing or of another size there, e.g. {lacking[0].split(' ', 1)[1]}")
+        target = f"{pair['host']}:{weights}/" if pair["transport"] == "ssh" else f"{weights}/"
+        raise ServeError(f"the weights at {weights} are not on the peer {name} at the same path ({what}): vLLM and "
+                         f"SGLang load them on both Sparks, so copy them: rsync -a {weights}/ {target}, then re-run 05")
+
+
+def pair_docker_args(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port: int,
+                     key_file: str | None, ref: str, pair: dict[str, Any], role: str) -> list[str]:
+    """The `docker run -d …` of one side (head | worker) of a two-Spark launch (the key only on the head)."""
+    weights = str(Path(model["path"]).expanduser())
+    env, cmd = eng.pair_args(serving, model, port, bool(key_file), pair, role, host)
+    args = ["run", "-d", "--network", "host", "--gpus", "all", "--ipc=host", "--shm-size", "32g",
+            "-v", f"{weights}:/model:ro"]
+    if key_file and role == "head":
+        args += ["--env-file", str(key_file)]
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}"]
+    return args + ["--label", "sparkkit=1", "--label", f"sparkkit.role={role}", ref, *cmd]
+
+
+class PairCommand(list):
+    """Both sides of a two-Spark launch as one line the owner can type on the head — each side's docker run
+    in the order 05 runs them, the worker's through ssh — with each side's argv in `.sides`."""
+
+    def __init__(self, sides: list[tuple[str, list[str]]]):
+        self.sides = dict(sides)
+        super().__init__(["sh", "-c", " && ".join(shlex.join(argv) for _, argv in sides)])
+
+    @property
+    def head(self) -> list[str]:
+        return self.sides["head"]
+
+    @property
+    def worker(self) -> list[str]:
+        return self.sides["worker"]
+
+
+def _named(args: list[str], name: str, digest: str | None) -> list[str]:
+    return ["docker", args[0], "--name", name, *(["--label", f"{LABEL}={digest}"] if digest else []), *args[1:]]
+
+
+def pair_command(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port: int, ref: str,
+                 pair: dict[str, Any]) -> PairCommand:
+    sides = []
+    for role in eng.PAIR_ORDER:
+        argv = _named(pair_docker_args(eng, serving, model, host, port, None, ref, pair, role),
+                      f"sparkkit-{eng.SPEC.name}-{role}", None)
+        sides.append((role, argv if role == "head" else peer_argv(pair, *argv)))
+    return PairCommand(sides)
+
+
+def _peer_inspect(pair: dict[str, Any], cid: str) -> dict[str, Any] | None:
+    done = peer_docker(pair, "inspect", cid, timeout=60)
+    if done.returncode != 0:
+        return None
+    try:
+        found = json.loads(done.stdout)
+    except ValueError:
+        return None
+    return found[0] if found else None
+
+
+def _peer_log_tail(pair: dict[str, Any], cid: str, lines: int = 30) -> str:
+    try:
+        done = peer_docker(pair, "logs", "--tail", str(lines), cid, timeout=60)
+    except ServeError as e:
+        return str(e)
+    return (done.stdout + done.stderr).strip() or "(no log)"
+
+
+def _worker_gone(eng: ModuleType, pair: dict[str, Any], wid: str) -> str | None:
+    """One sentence when the worker on the peer is no longer running, else None."""
+    c = _peer_inspect(pair, wid)
+    if c and c.get("State", {}).get("Running"):
+        return None
+    tail = _peer_log_tail(pair, wid)
+    state = (c or {}).get("State", {})
+    return (f"the {eng.SPEC.label} worker on the peer {peer_name(pair)} exited (code {state.get('ExitCode', '?')}) "
+            f"before the head was ready: {diagnose(tail, state)}. Last lines of its docker logs {wid[:12]}:\n{tail}")
+
+
+def _key_of(key_file: str | None) -> str:
+    if not key_file:
+        return ""
+    for ln in Path(key_file).read_text(encoding="utf-8").splitlines():
+        if ln.startswith("SPARKKIT_API_KEY="):
+            return ln.split("=", 1)[1].strip()
+    return ""
+
+
+def launch_pair(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port: int, key_file: str | None,
+                pair: dict[str, Any], timeout: float = READY_TIMEOUT, out=print):
+    """05 on two Sparks: the worker container on the peer and the head container here, one launch. Everything
+    the peer must hold is checked before anything starts; the launch is healthy only when the head answers its
+    health path and lists the model; a failure removes whatever side started and keeps the previous server as
+    `launch` does on one Spark."""
+    from .. import records, serve
+    state = records.load_state()
+    ref = records.section(state, "engine", "image")["image"]["pinned_ref"]
+    present = image_present(ref)
+    if present is None:
+        size = eng.IMAGE.get("size_bytes")
+        raise ServeError(f"the {eng.SPEC.label} image is not pulled: run 04-engine (docker pull {ref}"
+                         + (f", {size / 1e9:.1f} GB)" if size else ")"))
+    weights = Path(model["path"]).expanduser()
+    if not (weights / "config.json").is_file() or not any(weights.glob("*.safetensors")):
+        raise ServeError(f"the weights at {weights} are not whole (config.json and *.safetensors): re-run "
+                         "03-place-model")
+    check_peer(pair, ref, present.get("Id", ""), weights)
+    args = {role: pair_docker_args(eng, serving, model, host, port, key_file, ref, pair, role)
+            for role in ("head", "worker")}
+    digest = launch_digest(args["head"] + ["--worker--"] + args["worker"])
+    name = container_name(eng.SPEC.name, port, digest)
+    wname = f"{name}-worker"
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    previous = state.get("server")
+    previous = previous if previous and serve._alive(previous) else None
+    if previous and previous.get("digest") == digest and serve.healthy(previous["base_url"], eng.SPEC.health):
+        return serve.Started(0, previous["base_url"], 0.0, previous["argv"], Path(previous.get("log", "")),
+                             f"kept the running sparkkit containers {previous['name']} (head) and its worker: they "
+                             "already serve this launch", kept=True, engine=eng.SPEC.name,
+                             container=previous["container"])
+    # the inter-node ports (Ray's, SGLang's rendezvous) are fixed: a running pair is stopped first, like a same port
+    same_port = bool(previous) and (previous.get("port") == port or bool(previous.get("pair")))
+    if serve.port_in_use(host, port) and not same_port:
+        raise ServeError(f"port {port} on {host} is already in use by something sparkkit did not start; stop it or "
+                         f"choose another port (-p port {port + 1})")
+    head_argv = _named(args["head"], name, digest)
+    worker_plain = _named(args["worker"], wname, digest)
+    argv = {"head": head_argv, "worker": peer_argv(pair, *worker_plain)}
+    if previous and same_port:
+        serve.stop_any(previous, remove=False)
+    t0 = time.monotonic()
+    logs = {"head": records.home() / "server" / f"{name}.log", "worker": records.home() / "server" / f"{wname}.log"}
+    logs["head"].parent.mkdir(parents=True, exist_ok=True)
+    started: dict[str, str] = {}
+    try:
+        for role in eng.PAIR_ORDER:
+            done = docker(*head_argv[1:], timeout=600) if role == "head" else peer_run(pair, *worker_plain,
+                                                                                       timeout=600)
+            cid = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+            if not cid:
+                where = "here" if role == "head" else f"on the peer {peer_name(pair)}"
+                raise ServeError(f"docker run of the {role} {where} failed: {_first_error(done)} — "
+                                 f"{diagnose(done.stderr or '')}")
+            started[role] = cid
+            out(f"started the {eng.SPEC.label} {role} container "
+                f"{name if role == 'head' else wname} ({cid[:12]})" + ("" if role == "head" else
+                                                                      f" on {peer_name(pair)}"), flush=True)
+        out(f"waiting for {eng.SPEC.health} and {eng.served_name(model)} in /v1/models (tensor parallel 2 across "
+            f"{pair['head_addr']} and {pair['peer_addr']})", flush=True)
+        load = _wait_ready(eng, started["head"], base_url, timeout, out,
+                           also=lambda: _worker_gone(eng, pair, started["worker"]),
+                           model_name=eng.served_name(model), key=_key_of(key_file))
+    except ServeError as e:
+        if "head" in started:
+            logs["head"].write_text(log_tail(started["head"], 200) + "\n", encoding="utf-8")
+            _remove(started["head"])
+        if "worker" in started:
+            logs["worker"].write_text(_peer_log_tail(pair, started["worker"], 200) + "\n", encoding="utf-8")
+            try:
+                peer_docker(pair, "rm", "-f", started["worker"], timeout=120)
+            except ServeError as gone:
+                e = ServeError(f"{e}\nThe worker {wname} could not be removed ({gone}): "
+                               f"{shlex.join(peer_argv(pair, 'docker', 'rm', '-f', wname))}")
+        _restore(eng, previous, same_port, e)
+    kept = {k: pair.get(k) for k in ("peer", "transport", "host", "head_addr", "peer_addr", "iface", "peer_iface",
+                                     "link_mbps")}
+    server = {"engine": eng.SPEC.name, "kind": "container", "container": started["head"], "name": name,
+              "digest": digest, "image": ref, "pid": 0, "port": port, "base_url": base_url, "argv": head_argv,
+              "log": str(logs["head"]), "served_model": eng.served_name(model), "tensor_parallel": 2,
+              "pair": {**kept, "worker": {"container": started["worker"], "name": wname, "argv": argv["worker"],
+                                          "log": str(logs["worker"])}},
+              "launch": {**serving.to_dict(), "host": host, "port": port, "weights": str(weights),
+                         "alias": eng.served_name(model), "api_key_file": key_file},
+              "load_seconds": round(time.monotonic() - t0, 3), "started_at": records.now()}
+    serve._write_record(server)
+    replaced = None
+    if previous:
+        serve.stop_any(previous, remove=True)
+        replaced = f"replaced the sparkkit server at {previous['base_url']} once this one was healthy"
+    records.update_state("server", server)
+    started_ = serve.Started(0, base_url, load, head_argv, logs["head"], replaced, engine=eng.SPEC.name,
+                             container=started["head"])
+    started_.notes.append(f"tensor parallel 2 across this Spark and {peer_name(pair)}: worker {wname} "
+                          f"({started['worker'][:12]})")
+    return started_
+
+
+def _stop_worker(server: dict[str, Any], timeout: float, remove: bool) -> None:
+    """Stop (and remove) a pair's worker on the peer — only while its id and launch label match."""
+    pair, worker = server["pair"], server["pair"]["worker"]
+    try:
+        c = _peer_inspect(pair, worker["container"])
+        if not _ours(c, {"container": worker["container"], "digest": server.get("digest")}):
+            return
+        if c.get("State", {}).get("Running"):
+            if worker.get("log"):
+                Path(worker["log"]).parent.mkdir(parents=True, exist_ok=True)
+                Path(worker["log"]).write_text(_peer_log_tail(pair, worker["container"], 500) + "\n", encoding="utf-8")
+            peer_docker(pair, "stop", "-t", str(int(timeout)), worker["container"], timeout=timeout + 60)
+        if remove:
+            peer_docker(pair, "rm", worker["container"], timeout=120)
+    except ServeError as e:
+        print(f"warning: the worker {worker.get('name')} on the peer was not stopped ({e}); once the peer answers: "
+              f"{shlex.join(peer_argv(pair, 'docker', 'rm', '-f', worker.get('name', '')))}", flush=True)

@@ -28,9 +28,10 @@ def served_name(model: dict[str, Any]) -> str:
     return model.get("alias") or model["model"]
 
 
-def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = False) -> list[str]:
-    flags = ["--model-path", "/model", "--served-model-name", served_name(model), "--host", "0.0.0.0",
-             "--port", str(port), "--tp", "1", "--reasoning-parser", "gpt-oss", "--tool-call-parser", "gpt-oss",
+def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = False, bind: str = "0.0.0.0",
+                dist: list[str] | None = None) -> list[str]:
+    flags = ["--model-path", "/model", "--served-model-name", served_name(model), "--host", bind,
+             "--port", str(port), *(dist or ["--tp", "1"]), "--reasoning-parser", "gpt-oss", "--tool-call-parser", "gpt-oss",
              "--context-length", str(serving.context), "--max-running-requests", str(serving.slots),
              "--mem-fraction-static", str(serving.mem_fraction or MEM_FRACTION), "--enable-metrics"]
     if KV_DTYPE.get(serving.kv_type):
@@ -39,6 +40,31 @@ def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = Fa
     if keyed:   # the key comes from --env-file, so it is on no command line on the host
         return ["sh", "-c", 'exec "$@" --api-key "$SPARKKIT_API_KEY"', "sglang", *base]
     return base
+
+
+# ----------------------------------------------------------------------------- two Sparks (the state's "pair")
+# SGLang's multi-node tensor parallel: the same launch_server on both nodes with `--tp 2 --nnodes 2 --node-rank R
+# --dist-init-addr HEAD:PORT` (sgl-project/sglang PR #550, docs multi_node); rank 0 serves the API. The link's
+# interface goes into the NCCL/Gloo/TP variables as in NVIDIA's two-Spark recipe, and SGLANG_HOST_IP pins the
+# cross-node ZeroMQ queue to the link (without it a two-Spark TP=2 start hangs after NCCL init:
+# MiaAI-Lab/Qwen3.8-Flash-Next-Dual-DGX-Sparks#3, fixed by its PR #9).
+DIST_PORT = 20000
+PAIR_ORDER = ("worker", "head")     # rank 1 waits at the rendezvous; rank 0 then opens it and serves
+
+
+def pair_args(serving: Any, model: dict[str, Any], port: int, keyed: bool, pair: dict[str, Any], role: str,
+              bind: str) -> tuple[dict[str, str], list[str]]:
+    """(environment, container command) of one side of a two-Spark launch (role: head | worker)."""
+    head, me = pair["head_addr"], pair["head_addr"] if role == "head" else pair["peer_addr"]
+    iface = pair["iface"] if role == "head" else pair["peer_iface"]
+    env = {"SGLANG_HOST_IP": me, "UCX_NET_DEVICES": iface, "NCCL_SOCKET_IFNAME": iface,
+           "OMPI_MCA_btl_tcp_if_include": iface, "GLOO_SOCKET_IFNAME": iface, "TP_SOCKET_IFNAME": iface,
+           "MASTER_ADDR": head}
+    dist = ["--tp", "2", "--nnodes", "2", "--node-rank", "0" if role == "head" else "1",
+            "--dist-init-addr", f"{head}:{DIST_PORT}"]
+    # the worker serves no API (the key stays on the head); its --host is the peer's own loopback
+    return env, engine_args(serving, model, port, keyed and role == "head",
+                            bind if role == "head" else "127.0.0.1", dist)
 
 
 # The engine protocol (sparkkit.engines): the container half, with SGLang's swap warning at launch.

@@ -2,6 +2,7 @@
 02's memory fraction (research/engines.md §4). The container half is sparkkit.engines.container."""
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -30,9 +31,9 @@ def served_name(model: dict[str, Any]) -> str:
     return model.get("alias") or model["model"]
 
 
-def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = False) -> list[str]:
+def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = False, bind: str = "0.0.0.0") -> list[str]:
     # vLLM reads the key from VLLM_API_KEY (in the --env-file), so it is on no command line.
-    flags = ["vllm", "serve", "/model", "--served-model-name", served_name(model), "--host", "0.0.0.0",
+    flags = ["vllm", "serve", "/model", "--served-model-name", served_name(model), "--host", bind,
              "--port", str(port), "--tool-call-parser", "openai", "--enable-auto-tool-choice",
              "--reasoning-parser", "openai_gptoss", "--max-model-len", str(serving.context),
              "--max-num-seqs", str(serving.slots),
@@ -40,6 +41,39 @@ def engine_args(serving: Any, model: dict[str, Any], port: int, keyed: bool = Fa
     if KV_DTYPE.get(serving.kv_type):
         flags += ["--kv-cache-dtype", KV_DTYPE[serving.kv_type]]
     return flags
+
+
+# ----------------------------------------------------------------------------- two Sparks (the state's "pair")
+# NVIDIA's "Run on two Sparks" (dgx-spark-playbooks nvidia/vllm/README.md): a Ray head on node 1 and a Ray
+# worker on node 2 (vLLM's run_cluster.sh: host network, `ray start --block --head --node-ip-address=H
+# --port=6379` / `ray start --block --address=H:6379`), each with the link's interface in the NCCL/Gloo/UCX
+# variables, then `vllm serve … --tensor-parallel-size 2 --distributed-executor-backend ray` on the head.
+# sparkkit runs that serve as the head container's own process, once `ray status` counts both GPUs, so the
+# container is the server (its exit, its logs, its stop) exactly as on one Spark.
+RAY_PORT = 6379
+PAIR_ORDER = ("head", "worker")     # the worker joins the head's Ray cluster; the serve waits for it
+# The 26.05 NGC image ships without Ray: the playbook pip-installs it before `ray start` (only when missing here).
+RAY_INSTALL = "(command -v ray >/dev/null || pip install -q --root-user-action=ignore 'ray[default]>=2.9')"
+
+
+def pair_args(serving: Any, model: dict[str, Any], port: int, keyed: bool, pair: dict[str, Any], role: str,
+              bind: str) -> tuple[dict[str, str], list[str]]:
+    """(environment, container command) of one side of a two-Spark launch (role: head | worker)."""
+    head, me = pair["head_addr"], pair["head_addr"] if role == "head" else pair["peer_addr"]
+    iface = pair["iface"] if role == "head" else pair["peer_iface"]
+    env = {"VLLM_HOST_IP": me, "UCX_NET_DEVICES": iface, "NCCL_SOCKET_IFNAME": iface,
+           "OMPI_MCA_btl_tcp_if_include": iface, "GLOO_SOCKET_IFNAME": iface, "TP_SOCKET_IFNAME": iface,
+           "RAY_memory_monitor_refresh_ms": "0", "MASTER_ADDR": head,
+           "RAY_NODE_IP_ADDRESS": me, "RAY_OVERRIDE_NODE_IP_ADDRESS": me}       # run_cluster.sh's Ray IP pins
+    if role == "worker":
+        return env, ["bash", "-c", f"{RAY_INSTALL} && exec ray start --block --address={head}:{RAY_PORT} "
+                                   f"--node-ip-address={me}"]
+    serve = engine_args(serving, model, port, keyed, bind) + ["--tensor-parallel-size", "2",
+                                                             "--distributed-executor-backend", "ray"]
+    script = (f"{RAY_INSTALL} && ray start --head --node-ip-address={head} --port={RAY_PORT} "
+              "&& until ray status 2>/dev/null | grep -q '/2.0 GPU'; do sleep 2; done "
+              f"&& exec {shlex.join(serve)}")
+    return env, ["bash", "-c", script]
 
 
 # The engine protocol (sparkkit.engines): the container half.
