@@ -459,14 +459,14 @@ def protocol(eng: ModuleType) -> tuple:
 # head. Both sides use the host network (NCCL, Gloo and Ray talk over the link addresses); the API still binds
 # where check_bind allows (127.0.0.1 unless the owner asked for the LAN). Transport "loopback" runs both
 # sides on this box: the stand-in the tests use.
-SSH_OPTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
 PAIR_KEYS = ("head_addr", "peer_addr", "iface", "peer_iface")
 
 
 def _ssh_argv(host: str, *argv: str) -> list[str]:
-    """`ssh … HOST 'argv'`: the remote shell splits the command again, so it is quoted once here.
-    (To be replaced by sparkkit.pair.ssh_argv, same signature.)"""
-    return ["ssh", *SSH_OPTS, host, shlex.join(argv)]
+    """`ssh … HOST 'argv'`, as 01 reaches the peer (sparkkit.pair.ssh_argv: BatchMode, a 5 s timeout, each
+    word quoted once for the remote shell)."""
+    from ..pair import ssh_argv
+    return ssh_argv(host, *argv)
 
 
 def pair_of(state: dict[str, Any]) -> dict[str, Any] | None:

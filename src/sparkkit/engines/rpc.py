@@ -23,17 +23,13 @@ from typing import Any
 
 from ..errors import ServeError
 
-SSH_OPTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=5")
 BINARY = "ggml-rpc-server"      # tools/rpc/CMakeLists.txt (b11549): set(TARGET ggml-rpc-server)
 
 
 def ssh_argv(host: str, *argv: str) -> list[str]:
-    """`argv` run on `host` over SSH, never prompting (sparkkit.pair has the same helper for 01's checks)."""
-    try:
-        from ..pair import ssh_argv as pair_ssh
-        return pair_ssh(host, *argv)
-    except ImportError:
-        return ["ssh", *SSH_OPTS, host, shlex.join(argv)]
+    """`argv` run on `host` over SSH, never prompting: the way 01 reaches the peer (sparkkit.pair.ssh_argv)."""
+    from ..pair import ssh_argv as pair_ssh
+    return pair_ssh(host, *argv)
 
 
 def endpoints_of(server: dict[str, Any]) -> list[dict[str, Any]]:
