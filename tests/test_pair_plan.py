@@ -194,3 +194,20 @@ def test_the_cpu_pairs_plan_is_its_log():
             assert round(rows.get(comp, 0), 2) == logged.get(f"{key} {box.device}", 0)
     head = {n: b / MIB for n, b, _ in two.boxes[-1].rows}
     assert round(head["compute buffer (host)"], 2) == logged["compute CPU"]
+
+
+def test_vllm_over_two_boxes_holds_half_of_everything_on_each():
+    """Tensor parallel 2 (NVIDIA's two-Spark recipe): half the weights and half the KV heads on each box, and each
+    box takes its own memory fraction of its own memory."""
+    one = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, engine="vllm")
+    two = P.plan_memory(OSS, 131072, 4, "f16", 2048, 115 * GIB, engine="vllm", pair=pair_for(OSS, rpc=()))
+    w1 = next(b for n, b, _ in one.rows if n == "weights")
+    kv1 = next(b for n, b, _ in one.rows if n == "KV all layers")
+    for box in two.boxes:
+        rows = {n: b for n, b, _ in box.rows}
+        assert rows["weights"] == w1 // 2 and rows["KV all layers"] == kv1 // 2
+        assert box.layer_text == "every layer, half of each"
+    assert two.serving.split == () and two.serving.rpc == ()
+    # sequences the one box's pool refuses fit the pair's two pools
+    assert P.plan_memory(OSS, 131072, 8, "f16", 2048, 115 * GIB, engine="vllm").refusal
+    assert not P.plan_memory(OSS, 131072, 8, "f16", 2048, 115 * GIB, engine="vllm", pair=pair_for(OSS, rpc=())).refusal

@@ -211,6 +211,8 @@ class BoxPlan:
 
     @property
     def layer_text(self) -> str:
+        if "tensor-parallel" in self.device:
+            return "every layer, half of each"
         if not self.layers:
             return "output only" if self.output else "none"
         return f"{self.layers[0]}–{self.layers[-1]}" + (" + output" if self.output else "")
@@ -286,7 +288,10 @@ def plan_memory(arch: Architecture, context: int, slots: int = 1, kv_type: str =
         serving = Serving(engine, context, slots, kv_type, ubatch)
     else:
         fraction = MEM_FRACTION[engine] if mem_fraction is None else mem_fraction
-        plan = _plan_pool(arch, context, slots, kv_type, ubatch, usable_bytes, engine, total_memory, fraction)
+        if pair is not None:
+            plan = _plan_pool_pair(arch, context, slots, kv_type, ubatch, engine, total_memory, fraction, pair)
+        else:
+            plan = _plan_pool(arch, context, slots, kv_type, ubatch, usable_bytes, engine, total_memory, fraction)
         serving = Serving(engine, context, slots, kv_type, ubatch, mem_fraction=fraction)
     return replace(plan, serving=serving)
 
@@ -487,6 +492,39 @@ def _plan_pool(arch, context, slots, kv_type, ubatch, usable, engine, total, fra
                 refusal=refusal, notes=notes)
 
 
+def _plan_pool_pair(arch, context, slots, kv_type, ubatch, engine, total, fraction, pair: PairSpec) -> Plan:
+    """vLLM/SGLang over two boxes, tensor parallel 2 (NVIDIA's two-Spark recipe; engines.container): every layer's
+    weights and KV heads are split in half, so each box holds half the weights and half of every sequence's KV,
+    and each takes its own memory fraction of its own memory at start."""
+    fraction = MEM_FRACTION[engine] if fraction is None else fraction
+    if not 0.1 <= fraction <= 1.0:
+        raise ParameterError("mem_fraction", fraction, "a fraction from 0.1 to 1.0")
+    flag = "--gpu-memory-utilization" if engine == "vllm" else "--mem-fraction-static"
+    weights, wsrc = _engine_weights(arch, engine)
+    per_token = kv_per_token_all_layers(arch, kv_type)
+    need = int(per_token * context * slots) // 2
+    reserved = int(fraction * total)
+    pool = reserved - weights // 2
+    boxes, refusal = [], ""
+    for name, rank, usable in (("this box", 0, pair.head_usable), (pair.peer_name, 1, pair.peer_usable)):
+        rows = [("weights", weights // 2, f"half of {wsrc} (tensor parallel 2)"),
+                ("KV all layers", need, f"half the KV heads of {arch.n_layer} layers × {context} tokens × {slots} "
+                                        f"sequence(s) ({kv_type})")]
+        if need <= pool:
+            rows.append(("rest of the KV pool", pool - need, f"{flag} {fraction} × {total / GIB:.1f} GiB on this box"))
+        boxes.append(BoxPlan(name, f"GPU 0, tensor-parallel rank {rank}", tuple(range(arch.n_layer)), True,
+                             usable, tuple(rows)))
+    if need > pool:
+        refusal = (f"{ENGINE_NAMES[engine]} would refuse: each box's KV pool ({max(pool, 0) / GIB:.1f} GiB = {flag} "
+                   f"{fraction} × {total / GIB:.1f} GiB − half the weights) holds {max(pool, 0) * 2 / per_token:,.0f} "
+                   f"tokens across the pair, not {context * slots:,}")
+    rows = tuple((f"{n} · {b.name}", x, h) for b in boxes for n, x, h in b.rows)
+    notes = (f"tensor parallel over 2 boxes: every layer runs on both, two all-reduces per layer cross the link; "
+             f"activations and CUDA graphs come on top of {flag} on each box",)
+    return Plan(arch, context, slots, kv_type, ubatch, pair.head_usable + pair.peer_usable, rows, engine, "cuda",
+                refusal=refusal, notes=notes, boxes=tuple(boxes))
+
+
 def ollama_default_context(arch: Architecture, vram: int) -> int:
     """The context Ollama (≥ 0.15.5) picks when OLLAMA_CONTEXT_LENGTH is unset (engines.md §2)."""
     tier = 4096 if vram < 24 * GIB else 32768 if vram < 48 * GIB else 262144
@@ -650,6 +688,10 @@ def pair_gain(arch: Architecture, slots: int, kv_type: str, ubatch: int, usable_
          "one box": largest_context(arch, slots, kv_type, ubatch, usable_bytes, **one_kw),
          "two boxes": largest_context(arch, slots, kv_type, ubatch, usable_bytes, **two_kw)},
     ]
+    if kw.get("engine", "llamacpp") != "llamacpp":    # tensor parallel: two all-reduces a layer, not forecast here
+        rows.append({"": "speed", "one box": "see the forecast above",
+                     "two boxes": "tensor parallel: not forecast (two all-reduces per layer cross the link)"})
+        return WholeTable(rows)
     if forecast_means_something(arch):
         rows.append({"": "decode forecast at depth 0 (tok/s)", "one box": fc,
                      "two boxes": round(1 / (1 / fc + cost), 1)})
@@ -812,7 +854,7 @@ def setting(engine: str = "", model: str = "") -> Setting:
     options = {"backend": "cpu" if embedded else "cuda", "discrete_gpu": discrete,
                "total_memory": GB10_TOTAL if gb10 else (usable if discrete else _mem_total() or usable)}
     pair = state.get("pair")
-    if pair and engine == "llamacpp":
+    if pair and engine in ("llamacpp", *MEM_FRACTION):       # Ollama has no two-box serving (01 says so)
         options["pair"] = pair_spec(pair, arch, path, usable, options["backend"])
     from .engines import ENGINES as SERVED
     adoptable = engine in SERVED and engine == choice.get("engine", "llamacpp") and model == choice["model"]
