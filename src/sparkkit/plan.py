@@ -465,13 +465,17 @@ def kv_per_token_all_layers(arch: Architecture, kv_type: str) -> float:
     return arch.n_layer * arch.kv_bytes_per_token_layer(KV_BYTES_PER_ELEMENT[kv_type])
 
 
-def _plan_pool(arch, context, slots, kv_type, ubatch, usable, engine, total, fraction) -> Plan:
+def _pool_terms(arch: Architecture, engine: str, kv_type: str, fraction: float | None):
+    """(fraction, its flag, weights, their source, KV bytes per token) of vLLM/SGLang's memory pool."""
     fraction = MEM_FRACTION[engine] if fraction is None else fraction
     if not 0.1 <= fraction <= 1.0:
         raise ParameterError("mem_fraction", fraction, "a fraction from 0.1 to 1.0")
     flag = "--gpu-memory-utilization" if engine == "vllm" else "--mem-fraction-static"
-    weights, wsrc = _engine_weights(arch, engine)
-    per_token = kv_per_token_all_layers(arch, kv_type)
+    return (fraction, flag, *_engine_weights(arch, engine), kv_per_token_all_layers(arch, kv_type))
+
+
+def _plan_pool(arch, context, slots, kv_type, ubatch, usable, engine, total, fraction) -> Plan:
+    fraction, flag, weights, wsrc, per_token = _pool_terms(arch, engine, kv_type, fraction)
     need = int(per_token * context * slots)
     reserved = int(fraction * total)
     pool = reserved - weights
@@ -496,12 +500,7 @@ def _plan_pool_pair(arch, context, slots, kv_type, ubatch, engine, total, fracti
     """vLLM/SGLang over two boxes, tensor parallel 2 (NVIDIA's two-Spark recipe; engines.container): every layer's
     weights and KV heads are split in half, so each box holds half the weights and half of every sequence's KV,
     and each takes its own memory fraction of its own memory at start."""
-    fraction = MEM_FRACTION[engine] if fraction is None else fraction
-    if not 0.1 <= fraction <= 1.0:
-        raise ParameterError("mem_fraction", fraction, "a fraction from 0.1 to 1.0")
-    flag = "--gpu-memory-utilization" if engine == "vllm" else "--mem-fraction-static"
-    weights, wsrc = _engine_weights(arch, engine)
-    per_token = kv_per_token_all_layers(arch, kv_type)
+    fraction, flag, weights, wsrc, per_token = _pool_terms(arch, engine, kv_type, fraction)
     need = int(per_token * context * slots) // 2
     reserved = int(fraction * total)
     pool = reserved - weights // 2

@@ -87,9 +87,27 @@ def pinned_ref(image: dict[str, Any]) -> str:
     return f"{repo}@{image['digest']}" if image.get("digest") else image["ref"]
 
 
-def _inspected(*args: str) -> dict[str, Any] | None:
-    """The first object `docker <args>` prints as a JSON list, or None (no such image/container)."""
-    done = docker(*args, timeout=60)
+def _ready_here(eng: ModuleType, state: dict[str, Any], model: dict[str, Any]) -> tuple[str, dict[str, Any], Path]:
+    """(04's pinned image, its `docker image inspect`, the weights folder) on this box, or the sentence that
+    says which is missing and what to run."""
+    from .. import records
+    ref = records.section(state, "engine", "image")["image"]["pinned_ref"]
+    present = image_present(ref)
+    if present is None:
+        size = eng.IMAGE.get("size_bytes")
+        raise ServeError(f"the {eng.SPEC.label} image is not pulled: run 04-engine (docker pull {ref}"
+                         + (f", {size / 1e9:.1f} GB)" if size else ")"))
+    weights = Path(model["path"]).expanduser()
+    if not (weights / "config.json").is_file() or not any(weights.glob("*.safetensors")):
+        raise ServeError(f"the weights at {weights} are not whole (config.json and *.safetensors): re-run "
+                         "03-place-model")
+    return ref, present, weights
+
+
+def _inspected(*args: str, run=None) -> dict[str, Any] | None:
+    """The first object `docker <args>` prints as a JSON list, or None (no such image/container). `run`: how
+    docker is reached (this box's by default; a pair's peer through `peer_docker`)."""
+    done = (run or docker)(*args, timeout=60)
     if done.returncode != 0:
         return None
     try:
@@ -317,16 +335,7 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
     pair = pair_of(state)
     if pair:
         return launch_pair(eng, serving, model, host, port, key_file, pair, timeout, out)
-    engine_state = records.section(state, "engine", "image")
-    ref = engine_state["image"]["pinned_ref"]
-    if image_present(ref) is None:
-        size = eng.IMAGE.get("size_bytes")
-        raise ServeError(f"the {eng.SPEC.label} image is not pulled: run 04-engine (docker pull {ref}"
-                         + (f", {size / 1e9:.1f} GB)" if size else ")"))
-    weights = Path(model["path"]).expanduser()
-    if not (weights / "config.json").is_file() or not any(weights.glob("*.safetensors")):
-        raise ServeError(f"the weights at {weights} are not whole (config.json and *.safetensors): re-run "
-                         "03-place-model")
+    ref, _present, _weights = _ready_here(eng, state, model)
     args = docker_argv(eng, serving, model, host, port, key_file, ref)
     digest = launch_digest(args)
     name = container_name(eng.SPEC.name, port, digest)
@@ -366,13 +375,20 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
                                                                  "alias": eng.served_name(model),
                                                                  "api_key_file": key_file},
               "load_seconds": round(time.monotonic() - t0, 3), "started_at": records.now()}
+    replaced = _take_over(server, previous)
+    return serve.Started(0, base_url, load, argv, log, replaced, engine=eng.SPEC.name, container=cid)
+
+
+def _take_over(server: dict[str, Any], previous: dict[str, Any] | None) -> str | None:
+    """A healthy new server becomes 05's: recorded, then the previous sparkkit server (if any) stopped."""
+    from .. import records, serve
     serve._write_record(server)
     replaced = None
     if previous:
         serve.stop_any(previous, remove=True)
         replaced = f"replaced the sparkkit server at {previous['base_url']} once this one was healthy"
     records.update_state("server", server)
-    return serve.Started(0, base_url, load, argv, log, replaced, engine=eng.SPEC.name, container=cid)
+    return replaced
 
 
 def _restore(eng: ModuleType, previous: dict[str, Any] | None, same_port: bool, e: ServeError) -> None:
@@ -502,6 +518,15 @@ def peer_name(pair: dict[str, Any]) -> str:
     return pair["host"] if pair["transport"] == "ssh" else "(loopback: this box)"
 
 
+def link_env(pair: dict[str, Any], role: str) -> tuple[str, str, dict[str, str]]:
+    """(the head's link address, this side's, the environment NVIDIA's two-Spark recipe gives each container):
+    NCCL, Gloo, UCX, the TP sockets and Open MPI on the side's ConnectX-7 interface, and the head as master."""
+    head, me = pair["head_addr"], pair["head_addr"] if role == "head" else pair["peer_addr"]
+    iface = pair["iface"] if role == "head" else pair["peer_iface"]
+    return head, me, {"UCX_NET_DEVICES": iface, "NCCL_SOCKET_IFNAME": iface, "OMPI_MCA_btl_tcp_if_include": iface,
+                      "GLOO_SOCKET_IFNAME": iface, "TP_SOCKET_IFNAME": iface, "MASTER_ADDR": head}
+
+
 def peer_argv(pair: dict[str, Any], *argv: str) -> list[str]:
     """`argv` as run on the peer: through ssh, or as is for the loopback stand-in."""
     return list(argv) if pair["transport"] == "loopback" else _ssh_argv(pair["host"], *argv)
@@ -606,14 +631,7 @@ def pair_command(eng: ModuleType, serving: Any, model: dict[str, Any], host: str
 
 
 def _peer_inspect(pair: dict[str, Any], cid: str) -> dict[str, Any] | None:
-    done = peer_docker(pair, "inspect", cid, timeout=60)
-    if done.returncode != 0:
-        return None
-    try:
-        found = json.loads(done.stdout)
-    except ValueError:
-        return None
-    return found[0] if found else None
+    return _inspected("inspect", cid, run=lambda *a, **kw: peer_docker(pair, *a, **kw))
 
 
 def _peer_log_tail(pair: dict[str, Any], cid: str, lines: int = 30) -> str:
@@ -652,16 +670,7 @@ def launch_pair(eng: ModuleType, serving: Any, model: dict[str, Any], host: str,
     `launch` does on one Spark."""
     from .. import records, serve
     state = records.load_state()
-    ref = records.section(state, "engine", "image")["image"]["pinned_ref"]
-    present = image_present(ref)
-    if present is None:
-        size = eng.IMAGE.get("size_bytes")
-        raise ServeError(f"the {eng.SPEC.label} image is not pulled: run 04-engine (docker pull {ref}"
-                         + (f", {size / 1e9:.1f} GB)" if size else ")"))
-    weights = Path(model["path"]).expanduser()
-    if not (weights / "config.json").is_file() or not any(weights.glob("*.safetensors")):
-        raise ServeError(f"the weights at {weights} are not whole (config.json and *.safetensors): re-run "
-                         "03-place-model")
+    ref, present, weights = _ready_here(eng, state, model)
     check_peer(pair, ref, present.get("Id", ""), weights)
     args = {role: pair_docker_args(eng, serving, model, host, port, key_file, ref, pair, role)
             for role in ("head", "worker")}
@@ -730,12 +739,7 @@ def launch_pair(eng: ModuleType, serving: Any, model: dict[str, Any], host: str,
               "launch": {**serving.to_dict(), "host": host, "port": port, "weights": str(weights),
                          "alias": eng.served_name(model), "api_key_file": key_file},
               "load_seconds": round(time.monotonic() - t0, 3), "started_at": records.now()}
-    serve._write_record(server)
-    replaced = None
-    if previous:
-        serve.stop_any(previous, remove=True)
-        replaced = f"replaced the sparkkit server at {previous['base_url']} once this one was healthy"
-    records.update_state("server", server)
+    replaced = _take_over(server, previous)
     started_ = serve.Started(0, base_url, load, head_argv, logs["head"], replaced, engine=eng.SPEC.name,
                              container=started["head"])
     started_.notes.append(f"tensor parallel 2 across this Spark and {peer_name(pair)}: worker {wname} "

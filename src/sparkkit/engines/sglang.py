@@ -55,11 +55,8 @@ PAIR_ORDER = ("worker", "head")     # rank 1 waits at the rendezvous; rank 0 the
 def pair_args(serving: Any, model: dict[str, Any], port: int, keyed: bool, pair: dict[str, Any], role: str,
               bind: str) -> tuple[dict[str, str], list[str]]:
     """(environment, container command) of one side of a two-Spark launch (role: head | worker)."""
-    head, me = pair["head_addr"], pair["head_addr"] if role == "head" else pair["peer_addr"]
-    iface = pair["iface"] if role == "head" else pair["peer_iface"]
-    env = {"SGLANG_HOST_IP": me, "UCX_NET_DEVICES": iface, "NCCL_SOCKET_IFNAME": iface,
-           "OMPI_MCA_btl_tcp_if_include": iface, "GLOO_SOCKET_IFNAME": iface, "TP_SOCKET_IFNAME": iface,
-           "MASTER_ADDR": head}
+    head, me, link = container.link_env(pair, role)
+    env = {"SGLANG_HOST_IP": me, **link}
     dist = ["--tp", "2", "--nnodes", "2", "--node-rank", "0" if role == "head" else "1",
             "--dist-init-addr", f"{head}:{DIST_PORT}"]
     # the worker serves no API (the key stays on the head); its --host is the peer's own loopback

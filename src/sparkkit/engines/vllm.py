@@ -59,11 +59,8 @@ RAY_INSTALL = "(command -v ray >/dev/null || pip install -q --root-user-action=i
 def pair_args(serving: Any, model: dict[str, Any], port: int, keyed: bool, pair: dict[str, Any], role: str,
               bind: str) -> tuple[dict[str, str], list[str]]:
     """(environment, container command) of one side of a two-Spark launch (role: head | worker)."""
-    head, me = pair["head_addr"], pair["head_addr"] if role == "head" else pair["peer_addr"]
-    iface = pair["iface"] if role == "head" else pair["peer_iface"]
-    env = {"VLLM_HOST_IP": me, "UCX_NET_DEVICES": iface, "NCCL_SOCKET_IFNAME": iface,
-           "OMPI_MCA_btl_tcp_if_include": iface, "GLOO_SOCKET_IFNAME": iface, "TP_SOCKET_IFNAME": iface,
-           "RAY_memory_monitor_refresh_ms": "0", "MASTER_ADDR": head,
+    head, me, link = container.link_env(pair, role)
+    env = {"VLLM_HOST_IP": me, **link, "RAY_memory_monitor_refresh_ms": "0",
            "RAY_NODE_IP_ADDRESS": me, "RAY_OVERRIDE_NODE_IP_ADDRESS": me}       # run_cluster.sh's Ray IP pins
     if role == "worker":
         return env, ["bash", "-c", f"{RAY_INSTALL} && exec ray start --block --address={head}:{RAY_PORT} "
