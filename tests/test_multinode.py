@@ -335,8 +335,12 @@ def test_bad_pairs_are_one_sentence_with_the_fix_before_anything_starts(box, hub
     monkeypatch.delenv("SPARKKIT_FAKE_SSH_MAP")
 
     write_pair("snapshot", peer=str(GB10), host="")
-    refused(r"^the pair in the state is a recorded snapshot .*, not a live Spark, so 05 cannot start a worker there: "
+    refused(r"^the pair in the state is a recorded snapshot .*, not a live box, so 05 cannot start anything there: "
             r"re-run 01-preflight with -p peer user@host$")
+    write_pair(status="fail", checks=[{"name": "ConnectX-7 link", "status": "fail", "value": "enp1s0f1np1 is down",
+                                       "why": "", "fix": "plug the QSFP cable into both boxes"}])
+    refused(r"^01 found the pair not ready \(ConnectX-7 link\): enp1s0f1np1 is down — plug the QSFP cable into both "
+            r"boxes; fix it and re-run 01-preflight with -p peer nvidia@spark-b, nothing was started$")
     write_pair(head_addr="")
     refused(r"^the state's pair lacks head_addr \(the link 01 measures\): re-run 01-preflight with -p peer "
             r"nvidia@spark-b$")

@@ -146,3 +146,16 @@ def test_the_embedded_engine_cannot_serve_a_pair_and_says_what_to_do(pair_home):
     with pytest.raises(ServeError, match="embedded engine has no RPC backend.*04-engine"):
         serve.run(port=serve.free_port())
     assert not records.load_state().get("server")
+
+
+def test_a_pair_01_found_not_ready_starts_nothing(pair_home):
+    """The second box unreachable, other versions, the link down: 01 said so; 05 repeats it and starts nothing."""
+    tmp_path, view, rpc_port = pair_home
+    pair = records.load_state()["pair"]
+    records.update_state("pair", {**pair, "status": "fail", "checks": [
+        {"name": "SSH to the second box", "status": "fail", "value": "spark-b does not answer on port 22",
+         "why": "", "fix": "ssh-copy-id spark-b"}]})
+    with pytest.raises(ServeError, match=r"^01 found the pair not ready \(SSH to the second box\): spark-b does not "
+                                         r"answer on port 22 — ssh-copy-id spark-b; fix it and re-run 01-preflight"):
+        serve.run(port=serve.free_port())
+    assert not _running(tmp_path / "bin") and not records.load_state().get("server")

@@ -741,3 +741,21 @@ def _peer_box(c, p: Peer, model: str, engine: str, model_dir: str, src: HostSour
         return None, usable, c("fail", f"the second box lists no NVIDIA GPU ({value})",
                                "reboot the second box, then nvidia-smi there must list the NVIDIA GB10")
     return gpu, usable, c("pass" if gpu or usable is not None else "skip", value)
+
+
+def refuse_unready(pair: dict[str, Any]) -> None:
+    """05 on a pair: one sentence, before anything starts, when 01's pair is a recorded snapshot (no live box to
+    start anything on) or failed one of its checks (the second box unreachable, other versions, the link down,
+    the model missing where the engine needs it)."""
+    from .errors import ServeError
+    peer = pair.get("peer") or "user@host"
+    if pair.get("transport") == "snapshot":
+        raise ServeError(f"the pair in the state is a recorded snapshot ({peer}), not a live box, so 05 cannot start "
+                         "anything there: re-run 01-preflight with -p peer user@host")
+    failed = [c for c in pair.get("checks") or [] if c.get("status") == "fail"]
+    if pair.get("status") == "fail" or failed:
+        first = failed[0] if failed else {}
+        raise ServeError(f"01 found the pair not ready ({', '.join(c.get('name', '?') for c in failed) or 'failed'})"
+                         + (f": {first.get('value')} — {first.get('fix')}" if first.get("fix") else "")
+                         + f"; fix it and re-run 01-preflight with -p peer {peer}, nothing was started")
+

@@ -490,10 +490,9 @@ def pair_of(state: dict[str, Any]) -> dict[str, Any] | None:
     pair = state.get("pair")
     if not pair:
         return None
+    from ..pair import refuse_unready
+    refuse_unready(pair)                 # a snapshot, or 01's pair checks failed: nothing starts
     transport = pair.get("transport")
-    if transport == "snapshot":
-        raise ServeError(f"the pair in the state is a recorded snapshot ({pair.get('peer')}), not a live Spark, so 05 "
-                         "cannot start a worker there: re-run 01-preflight with -p peer user@host")
     if transport not in ("ssh", "loopback"):
         raise ServeError(f"the state's pair has transport {transport!r}, which 05 cannot launch on: re-run "
                          "01-preflight with -p peer user@host")

@@ -716,8 +716,10 @@ def launch(serving: Any, model: dict[str, Any], host: str, port: int, key_file: 
     from dataclasses import replace
     from . import rpc
     pair = records.load_state().get("pair") or {}
+    from ..pair import refuse_unready
+    refuse_unready(pair)                          # 01's checks failed, or the peer is only a snapshot
     rpc.binary_for(runtime)                       # the embedded engine cannot: one sentence, nothing started
-    gpu = pair.get("peer_gpu_index")
+    gpu = pair.get("peer_gpu_index") if pair.get("transport") == "loopback" else None
     if gpu is not None:                           # one machine's GPUs stand in for the boxes: the head keeps its own
         launch = replace(launch, cuda_devices="0" if int(gpu) != 0 else "1")
     started = serve.start(launch, runtime, before=lambda: rpc.start_all(serving.rpc, runtime, pair))
