@@ -87,6 +87,11 @@ def test_a_pair_starts_the_rpc_servers_first_and_stop_stops_every_side(pair_home
     assert httpx.get(f"{started.base_url}/health").status_code == 200
     assert any(n.startswith(f"rpc-server 127.0.0.1:{rpc_port} ") for n in started.notes)
     assert "Starting RPC server" in Path(recs[0]["log"]).read_text()
+    # what 05 shows as the owner's commands: each rpc-server, then llama-server; `sparkkit status` names both sides
+    shown = started.spark_command()
+    assert shown.index("-H 127.0.0.1 -p") < shown.index("# then here:") < shown.index("--rpc")
+    st = serve.status()
+    assert st["running"] and [r["running"] for r in st["rpc_servers"]] == [True, True]
     pids = _pids(server)
     out = serve.stop()
     assert out["stopped"]

@@ -150,7 +150,12 @@ class Started:
         if self.engine == "llamacpp" or serving is None:
             launch = Launch.from_dict(state["server"]["launch"])
             from dataclasses import replace
-            return command_line(to_argv(replace(launch, threads=None)))
+            # a pair: each rpc-server first, on its own box, as 05 started it
+            first = [f"# on {r.get('host') or 'this machine'}"
+                     + (f" (CUDA_VISIBLE_DEVICES={r['gpu']})" if r.get("gpu") is not None else "") + ":\n"
+                     + command_line(r["argv"]) for r in state["server"].get("rpc_servers") or []]
+            head = command_line(to_argv(replace(launch, threads=None, cuda_devices=None)))
+            return "\n".join(first + ([f"# then here:\n{head}"] if first else [head]))
         srv = state["server"]["launch"]
         return command_line(module(self.engine).command(serving, state["model"], srv["host"], srv["port"]))
 
@@ -465,9 +470,14 @@ def status() -> dict[str, Any]:
         if unreadable:
             out["state"] = unreadable.split(";")[0]
         return out
-    return {"running": _alive(server), "engine": server.get("engine", "llamacpp"), "pid": server.get("pid"),
-            "container": server.get("container"), "base_url": server.get("base_url"),
-            "log": server.get("log"), "started_at": server.get("started_at")}
+    out = {"running": _alive(server), "engine": server.get("engine", "llamacpp"), "pid": server.get("pid"),
+           "container": server.get("container"), "base_url": server.get("base_url"),
+           "log": server.get("log"), "started_at": server.get("started_at")}
+    if server.get("rpc_servers"):       # a pair: the other box's side too
+        from .engines import rpc
+        out["rpc_servers"] = [{"endpoint": r["endpoint"], "on": r.get("host") or "this machine", "pid": r["pid"],
+                               "running": rpc.is_ours(r)} for r in server["rpc_servers"]]
+    return out
 
 
 def check_served_model(model: dict[str, Any]) -> None:
