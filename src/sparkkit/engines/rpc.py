@@ -109,6 +109,7 @@ def start(endpoint: str, binary: str, where: str, host: str = "", gpu: str | Non
                          f"(stop it, or free port {endpoint.rsplit(':', 1)[1]} on that box)")
     argv = argv_for(binary, endpoint, threads)
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    proc: subprocess.Popen | None = None
     if where == "ssh":
         log = f"~/.sparkkit/server/rpc-server-{endpoint.rsplit(':', 1)[1]}-{stamp}.log"
         env = f"CUDA_VISIBLE_DEVICES={shlex.quote(gpu)} " if gpu is not None else ""
@@ -134,21 +135,32 @@ def start(endpoint: str, binary: str, where: str, host: str = "", gpu: str | Non
         with open(path, "wb") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, env=env)
-        from ..serve import _proc_cmdline
-        rec = {"endpoint": endpoint, "where": "local", "host": "", "pid": proc.pid,
-               "start_ticks": _local_ticks(proc.pid), "argv": _proc_cmdline(proc.pid) or argv, "log": str(path),
-               "gpu": gpu}
+        rec = {"endpoint": endpoint, "where": "local", "host": "", "pid": proc.pid, "start_ticks": None,
+               "argv": argv, "log": str(path), "gpu": gpu}
     deadline = time.monotonic() + timeout
     while not listening(endpoint):
-        if not is_ours(rec):
+        gone = proc.poll() is not None if proc is not None else not is_ours(rec)
+        if gone:
             tail = _tail(rec)
             raise ServeError(f"rpc-server for {endpoint} exited before it listened; last lines of its log "
                              f"({rec['log']}):\n{tail}")
         if time.monotonic() > deadline:
+            if proc is not None:
+                _identify(rec)
             stop(rec)
             raise ServeError(f"rpc-server for {endpoint} did not listen within {timeout:.0f} s; stopped")
         time.sleep(0.2)
+    if proc is not None:
+        _identify(rec)
     return rec
+
+
+def _identify(rec: dict[str, Any]) -> None:
+    """Record the local rpc-server as the kernel shows it now that it runs (start time and command line: what
+    `stop` checks), not as it looked at the instant of the spawn."""
+    from ..serve import _proc_cmdline
+    rec["start_ticks"] = _local_ticks(rec["pid"])
+    rec["argv"] = _proc_cmdline(rec["pid"]) or rec["argv"]
 
 
 def _tail(rec: dict[str, Any], lines: int = 15) -> str:
