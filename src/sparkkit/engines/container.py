@@ -335,7 +335,7 @@ def launch(eng: ModuleType, serving: Any, model: dict[str, Any], host: str, port
     pair = pair_of(state)
     if pair:
         return launch_pair(eng, serving, model, host, port, key_file, pair, timeout, out)
-    ref, _present, _weights = _ready_here(eng, state, model)
+    ref, _present, weights = _ready_here(eng, state, model)
     args = docker_argv(eng, serving, model, host, port, key_file, ref)
     digest = launch_digest(args)
     name = container_name(eng.SPEC.name, port, digest)
