@@ -32,10 +32,6 @@ def ssh_argv(host: str, *argv: str) -> list[str]:
     return pair_ssh(host, *argv)
 
 
-def endpoints_of(server: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(server.get("rpc_servers") or [])
-
-
 def binary_for(runtime: dict[str, Any]) -> str:
     """llama.cpp's rpc-server (its binary and CMake target are `ggml-rpc-server`, tools/rpc) beside the head's
     llama-server: 04 builds both; on the peer, 04 built it at the same path."""
